@@ -1,0 +1,111 @@
+"""``fervid train``: flags and an optional YAML/JSON file over :class:`fervid.engine.TrainConfig`."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from ..errors import BadInputError
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def load_config_file(path: str) -> dict:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise BadInputError(f"{p}: cannot read config ({e.strerror})") from None
+    try:
+        if p.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except Exception as e:
+        raise BadInputError(f"{p}: not valid {'YAML' if p.suffix.lower() in ('.yaml', '.yml') else 'JSON'} ({e})") from None
+    if not isinstance(data, dict):
+        raise BadInputError(f"{p}: config must be a mapping of option names to values")
+    return data
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (and --aug-* per augmentation field), default None = keep."""
+    from ..augment import AugmentConfig
+    from ..engine import TrainConfig
+
+    helps = {
+        "data": "FER-2013 source: fer2013.csv or a folder in the Kaggle layout",
+        "train_split": "split(s) to train on: Training, PublicTest, PrivateTest, train, test, all",
+        "val_split": "split for validation, checkpoint selection and early stopping",
+        "classes": "class set: all, no-disgust, no-disgust-fear or a comma list",
+        "merge": "fold dropped classes into kept ones, e.g. disgust:angry",
+        "limit": "train on the first N faces only (0 = all)",
+        "model": "architecture (see `fervid models`)",
+        "schedule": "cosine, onecycle or constant (all with linear warmup)",
+        "class_weighting": "none, loss (inverse-frequency weights) or sampler (balanced sampling)",
+        "mixup": "mixup Beta alpha (0 = off)", "ema": "EMA decay of weights, e.g. 0.999 (0 = off)",
+        "patience": "early stopping patience in epochs (0 = off)", "precision": "auto, bf16 or fp32",
+        "device": "auto, cpu, cuda or cuda:N", "out": "run folder for checkpoints and metrics",
+    }
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "augment":
+            continue
+        typ = _bool if f.type in (bool, "bool") else {"int": int, "float": float}.get(str(f.type), None) or (
+            f.type if f.type in (int, float) else str)
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=None,
+                       help=f"{helps.get(f.name, f.name.replace('_', ' '))} (default: {f.default})")
+    for f in dataclasses.fields(AugmentConfig):
+        p.add_argument("--aug-" + f.name.replace("_", "-"), dest="aug_" + f.name, type=float, default=None,
+                       help=f"augmentation {f.name.replace('_', ' ')} (default: {f.default})")
+
+
+def config_from_args(args: argparse.Namespace):
+    """TrainConfig from defaults < --config file < flags."""
+    from ..engine import TrainConfig
+
+    data = load_config_file(args.config) if getattr(args, "config", None) else {}
+    aug = dict(data.pop("augment", None) or {})
+    for k, v in vars(args).items():
+        if v is None:
+            continue
+        if k.startswith("aug_"):
+            aug[k[4:]] = v
+        elif k in {f.name for f in dataclasses.fields(TrainConfig)}:
+            data[k] = v
+    data["augment"] = aug
+    return TrainConfig.from_dict(data)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine import train
+
+    if args.resume:
+        from ..engine import TrainConfig
+
+        cfg = TrainConfig(out=args.resume)
+    else:
+        cfg = config_from_args(args)
+    summary = train(cfg, resume=bool(args.resume), progress=not args.no_progress)
+    print(f"best val accuracy {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']}; "
+          f"model: {summary['model']}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model on FER-2013",
+                       description="Train a model. Defaults < --config file < flags. "
+                       "Run under `torchrun --nproc-per-node N -m fervid train ...` for data-parallel training.")
+    p.add_argument("--config", help="YAML or JSON file of TrainConfig fields (augment: {...} for augmentation)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    add_config_flags(p)
+    p.set_defaults(func=run)

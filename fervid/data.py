@@ -1,0 +1,327 @@
+"""FER-2013 as Kaggle ships it: ``fer2013.csv`` or the ``train/<emotion>/*.jpg`` folder layout.
+
+Both readers produce the same thing: every face decoded to 48x48 uint8, its label in
+the CSV's numbering, the official split it came from (``Usage`` column or file-name
+prefix) and the folder it was found in. Decoding 30k JPEGs takes seconds, so the
+decoded arrays are cached in a compressed ``.npz`` keyed by the source's sizes and
+mtimes; a second load is a file read. Faces are histogram-equalized on the way out
+(see :mod:`fervid.preprocess`) because the public Training copy is already equalized
+and every other source is raw.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import BadInputError
+from .preprocess import FACE_SIZE, equalize_batch
+
+#: Class names in the CSV's numbering (0 angry ... 6 neutral).
+FER_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+#: Official splits in the CSV's ``Usage`` column; index is the stored code.
+USAGES: tuple[str, ...] = ("Training", "PublicTest", "PrivateTest", "Unknown")
+#: Folder a face was found in (Kaggle layout), used when a file has no split prefix.
+GROUPS: tuple[str, ...] = ("train", "test", "none")
+PRESET_CLASS_SETS: dict[str, tuple[str, ...]] = {
+    "all": FER_CLASSES,
+    "no-disgust": tuple(c for c in FER_CLASSES if c != "disgust"),
+    "no-disgust-fear": tuple(c for c in FER_CLASSES if c not in ("disgust", "fear")),
+}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
+_PREFIX = re.compile(r"^(Training|PublicTest|PrivateTest)_", re.IGNORECASE)
+_CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ClassSet:
+    """Which FER classes a model predicts, and which source classes fold into which.
+
+    ``merge`` maps a source class to a kept class (``disgust -> angry``); classes
+    neither kept nor merged are dropped from the data.
+    """
+
+    classes: tuple[str, ...] = FER_CLASSES
+    merge: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str = "all", merge: str | None = None) -> "ClassSet":
+        """``spec``: a preset (all, no-disgust, no-disgust-fear) or a comma list of names.
+        ``merge``: comma list of ``src:dst`` pairs, e.g. ``disgust:angry``."""
+        spec = (spec or "all").strip().lower()
+        if spec in PRESET_CLASS_SETS:
+            classes = PRESET_CLASS_SETS[spec]
+        else:
+            classes = tuple(c.strip() for c in spec.split(",") if c.strip())
+            unknown = [c for c in classes if c not in FER_CLASSES]
+            if unknown or not classes:
+                raise BadInputError(
+                    f"unknown class set {spec!r}: use one of {', '.join(PRESET_CLASS_SETS)} "
+                    f"or a comma list of {', '.join(FER_CLASSES)}")
+            if len(set(classes)) != len(classes):
+                raise BadInputError(f"class set {spec!r} names a class twice")
+        pairs: list[tuple[str, str]] = []
+        for item in (merge or "").split(","):
+            if not item.strip():
+                continue
+            src, sep, dst = item.partition(":")
+            src, dst = src.strip().lower(), dst.strip().lower()
+            if not sep or src not in FER_CLASSES or dst not in classes or src in classes:
+                raise BadInputError(
+                    f"bad merge {item!r}: write SRC:DST with SRC a dropped FER class and DST a kept one")
+            pairs.append((src, dst))
+        return cls(tuple(classes), tuple(pairs))
+
+    def label_map(self) -> np.ndarray:
+        """Array mapping each FER label (0..6) to an index into ``classes``, or -1 to drop."""
+        out = np.full(len(FER_CLASSES), -1, dtype=np.int64)
+        for i, name in enumerate(self.classes):
+            out[FER_CLASSES.index(name)] = i
+        for src, dst in self.merge:
+            out[FER_CLASSES.index(src)] = self.classes.index(dst)
+        return out
+
+    def describe(self) -> str:
+        text = ",".join(self.classes)
+        if self.merge:
+            text += " (merged " + ", ".join(f"{s}->{d}" for s, d in self.merge) + ")"
+        return text
+
+
+@dataclass
+class RawFer:
+    """Every face of a source, undecided about splits and classes."""
+
+    images: np.ndarray  # uint8 [N, 48, 48], as stored (not equalized)
+    labels: np.ndarray  # int64 [N], FER numbering
+    usage: np.ndarray  # int8 [N], index into USAGES
+    group: np.ndarray  # int8 [N], index into GROUPS
+    source: str = ""
+
+
+@dataclass
+class FaceSet:
+    """Equalized faces with labels indexed into ``classes``: what training and evaluation eat."""
+
+    images: np.ndarray  # uint8 [N, 48, 48], equalized
+    labels: np.ndarray  # int64 [N]
+    classes: tuple[str, ...]
+    name: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("FERVID_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fervid")
+    return Path(root)
+
+
+def _folder_files(root: Path) -> list[tuple[str, int, int]]:
+    """(relative path, size, mtime_ns) of every file under ``root``; cheap enough to key the cache."""
+    out: list[tuple[str, int, int]] = []
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        with os.scandir(d) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=True):
+                    stack.append(Path(e.path))
+                elif not e.name.startswith("."):
+                    st = e.stat()
+                    out.append((os.path.relpath(e.path, root), st.st_size, st.st_mtime_ns))
+    out.sort()
+    return out
+
+
+def _decode(path: str) -> np.ndarray | None:
+    img = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    if img is None or img.size == 0:
+        return None
+    if img.shape != (FACE_SIZE, FACE_SIZE):
+        img = cv2.resize(img, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
+    return img
+
+
+def _read_folder(root: Path, files: list[tuple[str, int, int]]) -> RawFer:
+    paths, labels, usage, group = [], [], [], []
+    for rel, _size, _mtime in files:
+        parts = Path(rel).parts
+        if Path(rel).suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if len(parts) == 3:
+            grp, emotion = parts[0].lower(), parts[1].lower()
+            grp_code = GROUPS.index(grp) if grp in ("train", "test") else GROUPS.index("none")
+        elif len(parts) == 2:
+            emotion, grp_code = parts[0].lower(), GROUPS.index("none")
+        else:
+            raise BadInputError(f"{root / rel}: expected <split>/<emotion>/<image> or <emotion>/<image>")
+        if emotion not in FER_CLASSES:
+            raise BadInputError(
+                f"{root / Path(rel).parent}: unknown emotion folder {parts[-2]!r} "
+                f"(expected one of {', '.join(FER_CLASSES)})")
+        m = _PREFIX.match(parts[-1])
+        if m:
+            use = next(i for i, u in enumerate(USAGES) if u.lower() == m.group(1).lower())
+        else:
+            use = USAGES.index("Unknown")
+        paths.append(str(root / rel))
+        labels.append(FER_CLASSES.index(emotion))
+        usage.append(use)
+        group.append(grp_code)
+    if not paths:
+        raise BadInputError(f"{root}: no images found (expected <split>/<emotion>/<image> files)")
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        images = list(pool.map(_decode, paths, chunksize=256))
+    for p, img in zip(paths, images):
+        if img is None:
+            raise BadInputError(f"{p}: cannot read this image (corrupt or not an image)")
+    return RawFer(np.stack(images), np.asarray(labels, np.int64), np.asarray(usage, np.int8),
+                  np.asarray(group, np.int8), str(root))
+
+
+def _read_csv(path: Path) -> RawFer:
+    npix = FACE_SIZE * FACE_SIZE
+    images, labels, usage = [], [], []
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 20))
+    try:
+        fh = open(path, newline="", encoding="utf-8")
+    except OSError as e:
+        raise BadInputError(f"{path}: cannot open ({e.strerror})") from None
+    with fh:
+        reader = csv.reader(fh)
+        try:
+            header = [h.strip().lower() for h in next(reader)]
+        except StopIteration:
+            raise BadInputError(f"{path}: empty file") from None
+        except (csv.Error, UnicodeDecodeError) as e:
+            raise BadInputError(f"{path}: not a CSV file ({e})") from None
+        missing = [c for c in ("emotion", "pixels") if c not in header]
+        if missing:
+            raise BadInputError(f"{path}: missing column(s) {', '.join(missing)} "
+                                f"(expected emotion,pixels,Usage)")
+        ie, ip = header.index("emotion"), header.index("pixels")
+        iu = header.index("usage") if "usage" in header else None
+        usage_codes = {u.lower(): i for i, u in enumerate(USAGES[:3])}
+        try:
+            for row in reader:
+                line = reader.line_num
+                if not row or not any(cell.strip() for cell in row):
+                    continue
+                if len(row) < len(header):
+                    raise BadInputError(f"{path}:{line}: expected {len(header)} columns, found {len(row)}")
+                try:
+                    label = int(row[ie])
+                except ValueError:
+                    raise BadInputError(f"{path}:{line}: emotion {row[ie]!r} is not a number 0-6") from None
+                if not 0 <= label < len(FER_CLASSES):
+                    raise BadInputError(f"{path}:{line}: unknown emotion label {label} (expected 0-6)")
+                try:
+                    px = np.array(row[ip].split(), dtype=np.int32)
+                except ValueError:
+                    raise BadInputError(f"{path}:{line}: non-numeric pixel value") from None
+                if px.size != npix:
+                    raise BadInputError(f"{path}:{line}: {px.size} pixels, expected {npix} (48x48)")
+                if px.min() < 0 or px.max() > 255:
+                    raise BadInputError(f"{path}:{line}: pixel value outside 0-255")
+                if iu is None:
+                    use = USAGES.index("Unknown")
+                else:
+                    use = usage_codes.get(row[iu].strip().lower(), -1)
+                    if use < 0:
+                        raise BadInputError(f"{path}:{line}: unknown Usage {row[iu]!r} "
+                                            f"(expected Training, PublicTest or PrivateTest)")
+                images.append(px.astype(np.uint8).reshape(FACE_SIZE, FACE_SIZE))
+                labels.append(label)
+                usage.append(use)
+        except (csv.Error, UnicodeDecodeError) as e:
+            raise BadInputError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
+    if not images:
+        raise BadInputError(f"{path}: no data rows")
+    n = len(images)
+    return RawFer(np.stack(images), np.asarray(labels, np.int64), np.asarray(usage, np.int8),
+                  np.full(n, GROUPS.index("none"), np.int8), str(path))
+
+
+def read_source(source: str | os.PathLike, use_cache: bool = True) -> RawFer:
+    """Decode a FER-2013 CSV or folder, through the cache when its key still matches."""
+    src = Path(source).expanduser()
+    if not src.exists():
+        raise BadInputError(f"{src}: no such file or folder")
+    if src.is_dir():
+        files = _folder_files(src)
+        key_items: list = files
+    else:
+        st = src.stat()
+        files = []
+        key_items = [(src.name, st.st_size, st.st_mtime_ns)]
+    key = hashlib.sha1(repr((_CACHE_VERSION, str(src.resolve()), key_items)).encode()).hexdigest()[:20]
+    cache = _cache_dir() / f"fer-{key}.npz"
+    if use_cache and cache.exists():
+        try:
+            with np.load(cache) as z:
+                return RawFer(z["images"], z["labels"], z["usage"], z["group"], str(src))
+        except Exception:  # a damaged cache is rebuilt, never trusted
+            pass
+    raw = _read_folder(src, files) if src.is_dir() else _read_csv(src)
+    if use_cache:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez_compressed(tmp, images=raw.images, labels=raw.labels, usage=raw.usage, group=raw.group)
+            os.replace(tmp, cache)
+        except OSError as e:  # a read-only cache dir costs speed, not correctness
+            print(f"fervid: could not write cache {cache}: {e}", file=sys.stderr)
+    return raw
+
+
+def split_mask(raw: RawFer, split: str) -> np.ndarray:
+    """Boolean mask of the faces in ``split``.
+
+    ``split`` is a comma list of official names (Training, PublicTest, PrivateTest),
+    folder names (``train``: the train folder or Usage Training; ``test``: the test
+    folder or Usage PublicTest/PrivateTest) or ``all``.
+    """
+    mask = np.zeros(len(raw.labels), dtype=bool)
+    none = GROUPS.index("none")
+    for part in split.split(","):
+        p = part.strip().lower()
+        if p == "all":
+            mask[:] = True
+        elif p in ("training", "publictest", "privatetest"):
+            mask |= raw.usage == [u.lower() for u in USAGES].index(p)
+        elif p == "train":
+            mask |= (raw.group == GROUPS.index("train")) | ((raw.group == none) & (raw.usage == 0))
+        elif p == "test":
+            mask |= (raw.group == GROUPS.index("test")) | ((raw.group == none) & np.isin(raw.usage, (1, 2)))
+        else:
+            raise BadInputError(f"unknown split {part!r}: use Training, PublicTest, PrivateTest, "
+                                f"train, test or all (comma-separated to combine)")
+    return mask
+
+
+def load_faces(source: str | os.PathLike, split: str, class_set: ClassSet | None = None,
+               use_cache: bool = True) -> FaceSet:
+    """The faces of ``split`` in ``source``, equalized, relabelled to ``class_set``."""
+    class_set = class_set or ClassSet()
+    raw = read_source(source, use_cache=use_cache)
+    mapped = class_set.label_map()[raw.labels]
+    mask = split_mask(raw, split) & (mapped >= 0)
+    if not mask.any():
+        found = sorted({USAGES[u] for u in np.unique(raw.usage)})
+        raise BadInputError(f"{source}: split {split!r} has no faces of classes "
+                            f"{class_set.describe()} (splits found: {', '.join(found)})")
+    labels = mapped[mask]
+    counts = {c: int((labels == i).sum()) for i, c in enumerate(class_set.classes)}
+    return FaceSet(equalize_batch(raw.images[mask]), labels, class_set.classes,
+                   name=f"{Path(source).name}:{split}", counts=counts)

@@ -1,0 +1,344 @@
+"""Training and evaluation loops, in the plain style of nanoGPT: a dataclass config and one loop.
+
+Determinism is per epoch: the shuffle, the augmentations and dropout of epoch ``e`` are
+seeded from ``(seed, e)`` alone. A run killed anywhere therefore resumes from its last
+epoch checkpoint and ends with the same weights as a run that was never interrupted.
+Data-parallel training under ``torchrun`` shards each epoch's permutation by rank.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import checkpoint as ckpt
+from .augment import AugmentConfig, augment, mixup
+from .data import ClassSet, FaceSet, load_faces
+from .errors import BadInputError
+from .models import count_flops, count_params, create_model
+from .preprocess import MEAN, STD
+
+
+@dataclass
+class TrainConfig:
+    # data
+    data: str = "../shared/datasets/fer2013"
+    train_split: str = "Training"
+    val_split: str = "PublicTest"
+    classes: str = "all"
+    merge: str = ""
+    limit: int = 0  # use only the first N training faces (quick experiments, tests)
+    # model and optimisation
+    model: str = "vgg_s"
+    epochs: int = 60
+    batch_size: int = 128
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | onecycle | constant
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    class_weighting: str = "none"  # none | loss | sampler
+    mixup: float = 0.0  # Beta(alpha, alpha); 0 = off
+    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # run
+    patience: int = 0  # stop after this many epochs without a better val accuracy; 0 = never
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto | bf16 | fp32
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    out: str = "runs/exp"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        aug = d.pop("augment", None) or {}
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        aug_names = {f.name for f in dataclasses.fields(AugmentConfig)}
+        if unknown or set(aug) - aug_names:
+            raise BadInputError(f"unknown config key(s): {', '.join(unknown + sorted(set(aug) - aug_names))}")
+        return cls(**d, augment=AugmentConfig(**aug))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise BadInputError(f"unknown device {name!r} (use auto, cpu or cuda)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BadInputError("--device cuda asked for, but no CUDA GPU is available")
+    return dev
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """bf16 where the hardware runs it natively (AVX-512 BF16/AMX CPUs, Ampere+ GPUs), else fp32."""
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "bf16":
+        return torch.bfloat16
+    cap = torch.backends.cpu.get_cpu_capability() if hasattr(torch.backends, "cpu") else ""
+    return torch.bfloat16 if "AVX512" in cap.upper() or "AMX" in cap.upper() else None
+
+
+def lr_factor(progress: float, schedule: str, warmup: float) -> float:
+    """Learning-rate multiplier at ``progress`` in [0, 1] of training; warmup is a fraction too."""
+    if schedule == "onecycle":
+        warmup = max(warmup, 0.3)
+    if warmup > 0 and progress < warmup:
+        return (progress + 1e-8) / warmup
+    if schedule == "constant":
+        return 1.0
+    rest = (progress - warmup) / max(1e-8, 1.0 - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, rest)))
+
+
+def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 [N, H, W] equalized faces -> normalised float [N, 1, H, W] on ``device``."""
+    x = images.to(device, non_blocking=True).unsqueeze(1).float().div_(255.0)
+    return x.sub_(MEAN).div_(STD)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 512,
+                   device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
+                   tta: bool = False) -> torch.Tensor:
+    """Logits for equalized uint8 faces; with ``tta``, averaged softmax over flips and shifted crops
+    (returned as log-probabilities so argmax and softmax still work)."""
+    device = torch.device(device)
+    model.eval()
+    imgs = torch.as_tensor(images)
+    outs = []
+    for i in range(0, len(imgs), batch_size):
+        x = to_input(imgs[i:i + batch_size], device)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            if not tta:
+                outs.append(model(x).float().cpu())
+                continue
+            views = [x, x.flip(-1)]
+            for dy, dx in ((-2, 0), (2, 0), (0, -2), (0, 2)):
+                views.append(torch.roll(x, shifts=(dy, dx), dims=(-2, -1)))
+            probs = torch.stack([F.softmax(model(v).float(), -1) for v in views]).mean(0)
+            outs.append(probs.clamp_min(1e-8).log().cpu())
+    return torch.cat(outs) if outs else torch.zeros(0)
+
+
+def accuracy(logits: torch.Tensor, labels: np.ndarray | torch.Tensor) -> float:
+    return float((logits.argmax(1) == torch.as_tensor(labels)).float().mean())
+
+
+def _dist_info() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world
+
+
+def _log(msg: str, rank: int) -> None:
+    if rank == 0:
+        print(msg, flush=True)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
+          on_epoch: Callable[[dict[str, Any]], None] | None = None,
+          train_set: FaceSet | None = None, val_set: FaceSet | None = None) -> dict[str, Any]:
+    """Train ``cfg.model`` and write checkpoints, metrics and the best model to ``cfg.out``.
+
+    ``on_epoch`` receives each epoch's metrics (``tune`` uses it to report and prune).
+    Returns the final summary (best epoch, best val accuracy, paths).
+    """
+    from tqdm import tqdm
+
+    rank, world = _dist_info()
+    out = Path(cfg.out)
+    state_path = out / "last.pt"
+    start_epoch, best_acc, best_epoch, stale, step = 0, -1.0, -1, 0, 0
+    saved: dict[str, Any] | None = None
+    if resume:
+        if not state_path.exists():
+            raise BadInputError(f"{out}: nothing to resume (no last.pt)")
+        saved = ckpt.load_training_state(state_path)
+        cfg = TrainConfig.from_dict(saved["config"])
+        start_epoch, best_acc, best_epoch = saved["epoch"] + 1, saved["best_acc"], saved["best_epoch"]
+        stale, step = saved["stale"], saved["step"]
+    elif rank == 0 and state_path.exists():
+        raise BadInputError(f"{out}: already holds a run (use --resume to continue it, or another --out)")
+
+    ddp = world > 1
+    if ddp:
+        import torch.distributed as dist
+
+        backend = "nccl" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) else "gloo"
+        if not dist.is_initialized():
+            dist.init_process_group(backend)
+    device = pick_device(cfg.device)
+    if ddp and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dtype = autocast_dtype(device, cfg.precision)
+
+    class_set = ClassSet.parse(cfg.classes, cfg.merge)
+    train_set = train_set or load_faces(cfg.data, cfg.train_split, class_set)
+    val_set = val_set or load_faces(cfg.data, cfg.val_split, class_set)
+    if cfg.limit and cfg.limit < len(train_set):  # a seeded random subset: sources are sorted by class
+        keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(train_set))[:cfg.limit])
+        train_set = FaceSet(train_set.images[keep], train_set.labels[keep], train_set.classes, train_set.name)
+    classes = list(class_set.classes)
+    images = torch.from_numpy(train_set.images)
+    labels = torch.from_numpy(train_set.labels)
+    counts = torch.bincount(labels, minlength=len(classes)).float()
+
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, num_classes=len(classes)).to(device)
+    n_params, mflops = count_params(model), count_flops(model) / 1e6
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    elif cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    else:
+        raise BadInputError(f"unknown optimizer {cfg.optimizer!r} (use sgd or adamw)")
+    ema = None
+    if cfg.ema > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(saved["ema"])
+    net: nn.Module = model
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    weight = None
+    if cfg.class_weighting == "loss":  # inverse-frequency, softened by a square root
+        weight = (counts.sum() / (len(classes) * counts.clamp_min(1))).sqrt().to(device)
+    elif cfg.class_weighting not in ("none", "sampler"):
+        raise BadInputError(f"unknown class weighting {cfg.class_weighting!r} (none, loss or sampler)")
+
+    n = len(labels)
+    per_rank = cfg.batch_size // world
+    steps_per_epoch = max(1, (n // world) // per_rank)
+    total_steps = steps_per_epoch * cfg.epochs
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    _log(f"fervid train: {cfg.model} ({n_params / 1e6:.2f}M params, {mflops:.1f} MFLOPs/face) on {device}"
+         f"{' x' + str(world) if ddp else ''}, {'bf16' if dtype == torch.bfloat16 else 'fp32'}; "
+         f"{n} train faces ({cfg.train_split}), {len(val_set)} val ({cfg.val_split}); "
+         f"classes {class_set.describe()}", rank)
+    _log("config: " + json.dumps(cfg.to_dict()), rank)
+
+    summary: dict[str, Any] = {}
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.time()
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        torch.manual_seed(cfg.seed * 100_003 + epoch + 7)
+        if cfg.class_weighting == "sampler":
+            w = (1.0 / counts)[labels]
+            order = torch.multinomial(w, n, replacement=True, generator=g)
+        else:
+            order = torch.randperm(n, generator=g)
+        order = order[rank::world]
+        net.train()
+        seen, loss_sum, correct = 0, 0.0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=not progress or rank != 0 or not sys.stderr.isatty())
+        for i in bar:
+            idx = order[i * per_rank:(i + 1) * per_rank]
+            x = to_input(images[idx], device)
+            y = labels[idx].to(device)
+            x = augment(x.cpu(), cfg.augment, g).to(device) if device.type != "cpu" else augment(x, cfg.augment, g)
+            lr = cfg.lr * lr_factor(step / total_steps, cfg.schedule, cfg.warmup_epochs / cfg.epochs)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                if cfg.mixup > 0:
+                    xm, ya, yb, lam = mixup(x, y, cfg.mixup, g)
+                    logits = net(xm)
+                    loss = lam * F.cross_entropy(logits.float(), ya, weight=weight, label_smoothing=cfg.label_smoothing) \
+                        + (1 - lam) * F.cross_entropy(logits.float(), yb, weight=weight, label_smoothing=cfg.label_smoothing)
+                else:
+                    logits = net(x)
+                    loss = F.cross_entropy(logits.float(), y, weight=weight, label_smoothing=cfg.label_smoothing)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1} step {i}; lower --lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            step += 1
+            seen += len(y)
+            loss_sum += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", lr=f"{lr:.4f}", refresh=False)
+        bar.close()
+        eval_model = ema.module if ema is not None else model
+        val_logits = predict_logits(eval_model, val_set.images, device=device, dtype=dtype)
+        val_loss = float(F.cross_entropy(val_logits, torch.from_numpy(val_set.labels)))
+        val_acc = accuracy(val_logits, val_set.labels)
+        improved = val_acc > best_acc
+        if improved:
+            best_acc, best_epoch, stale = val_acc, epoch, 0
+        else:
+            stale += 1
+        metrics = {"epoch": epoch + 1, "train_loss": round(loss_sum / seen, 5), "train_acc": round(correct / seen, 5),
+                   "val_loss": round(val_loss, 5), "val_acc": round(val_acc, 5), "lr": round(lr, 6),
+                   "seconds": round(time.time() - t0, 1), "best_val_acc": round(best_acc, 5)}
+        if rank == 0:
+            meta = ckpt.make_meta(cfg.model, classes, params=n_params, mflops=round(mflops, 2),
+                                  trained={"data": cfg.data, "train_split": cfg.train_split, "val_split": cfg.val_split,
+                                           "epoch": epoch + 1, "seed": cfg.seed, "class_set": class_set.describe()},
+                                  metrics={"val_acc": round(val_acc, 5), "val_split": cfg.val_split})
+            if improved:
+                ckpt.save_model(out / "best.safetensors", eval_model, meta)
+            ckpt.save_training_state(state_path, {
+                "config": cfg.to_dict(), "epoch": epoch, "best_acc": best_acc, "best_epoch": best_epoch,
+                "stale": stale, "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None})
+            with open(out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(metrics) + "\n")
+            _log(f"epoch {epoch + 1}/{cfg.epochs}: loss {metrics['train_loss']:.3f} train acc {metrics['train_acc']:.4f} "
+                 f"| val loss {val_loss:.3f} val acc {val_acc:.4f} (best {best_acc:.4f} @ {best_epoch + 1}) "
+                 f"| {metrics['seconds']:.0f}s", rank)
+        if on_epoch is not None:
+            on_epoch(metrics)
+        if cfg.patience and stale >= cfg.patience:
+            _log(f"early stop: no better val accuracy for {cfg.patience} epochs", rank)
+            break
+    summary = {"best_val_acc": best_acc, "best_epoch": best_epoch + 1, "out": str(out),
+               "model": str(out / "best.safetensors")}
+    if ddp:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
