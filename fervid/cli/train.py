@@ -85,6 +85,22 @@ def config_from_args(args: argparse.Namespace):
     return TrainConfig.from_dict(data)
 
 
+def _write_curves(run_dir: Path) -> None:
+    """curves.png beside metrics.jsonl, so every finished run can be judged at a glance (rank 0 only)."""
+    import os
+
+    from ..plots import METRICS_FILE, plot_curves
+
+    if os.environ.get("RANK", "0") != "0" or not (run_dir / METRICS_FILE).exists():
+        return
+    try:
+        plot_curves(run_dir / METRICS_FILE, run_dir / "curves.png", title=f"training curves: {run_dir.name}")
+    except BadInputError as e:  # a plot must never turn a finished training into a failure
+        print(f"fervid train: no curves plotted: {e}")
+    else:
+        print(f"curves: {run_dir / 'curves.png'}")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..engine import train
 
@@ -95,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg = config_from_args(args)
     summary = train(cfg, resume=bool(args.resume), progress=not args.no_progress)
+    _write_curves(Path(summary["out"]))
     print(f"best val accuracy {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']}; "
           f"model: {summary['model']}")
     return 0

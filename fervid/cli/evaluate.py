@@ -1,0 +1,74 @@
+"""``fervid evaluate``: score a model on a FER-2013 split, write a JSON report and confusion matrices.
+
+The last line printed is always ``accuracy: <float>`` (the plain figure), so scripts and
+scorers can read it without parsing the table above it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+
+
+def default_out_dir(model_path: Path, split: str) -> Path:
+    """``<model dir>/eval-<split>`` beside the model when that folder is writable, else ``./fervid-eval/<split>``."""
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "+", split.strip()) or "split"
+    folder = model_path.parent
+    if os.access(folder, os.W_OK):
+        return folder / f"eval-{tag}"
+    return Path("fervid-eval") / f"eval-{tag}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluate import evaluate, format_report, load_eval_faces, load_model_any, report_paths, write_report
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    model, meta, path = load_model_any(args.model)
+    out_dir = Path(args.out_dir) if args.out_dir else default_out_dir(path, args.split)
+    if not args.overwrite:  # fail before minutes of inference, not after
+        for p in report_paths(out_dir, args.tta).values():
+            if p.exists():
+                from ..errors import BadInputError
+
+                raise BadInputError(f"{p}: already exists (use --overwrite to replace it)")
+    faces = load_eval_faces(args.data, args.split, meta, classes=args.classes, merge=args.merge)
+    report = evaluate(model, meta, faces, tta=args.tta, batch_size=args.batch_size, device=args.device,
+                      precision=args.precision, model_name=str(path))
+    paths = write_report(report, out_dir, overwrite=args.overwrite)
+    print(format_report(report))
+    print(f"report: {paths['report']}  confusion matrix: {paths['confusion']}")
+    print(f"accuracy: {report.accuracy:.4f}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score a model on a labelled FER-2013 split",
+                       description="Score a fervid model on a FER-2013 split: accuracy, macro-F1, per-class "
+                       "precision/recall/F1, confusion matrix PNG and a JSON report. The last line printed "
+                       "is 'accuracy: <float>'.")
+    p.add_argument("--model", required=True,
+                   help="model: a .safetensors file, a training run folder (its best model) or an exported .onnx")
+    p.add_argument("--data", required=True, help="FER-2013 source: fer2013.csv or a folder in the Kaggle layout")
+    p.add_argument("--split", default="test",
+                   help="split(s): Training, PublicTest, PrivateTest, train, test (test folder, or Usage "
+                   "PublicTest+PrivateTest in a CSV), all; comma-separated to combine (default: test)")
+    p.add_argument("--classes", default=None,
+                   help="score only a subset of the model's classes (preset or comma list): faces of other "
+                   "classes are dropped and predictions are taken over the kept classes")
+    p.add_argument("--merge", default=None,
+                   help="fold classes the model does not predict into ones it does, e.g. disgust:angry")
+    p.add_argument("--tta", action="store_true",
+                   help="also score with test-time augmentation (flip + shifted crops), reported beside the plain figures")
+    p.add_argument("--batch-size", type=int, default=256, help="faces per forward pass (default: 256)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
+                   help="inference precision; fp32 (default) gives exact figures")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
+    p.add_argument("--out-dir", default=None,
+                   help="folder for report.json and confusion.png (default: <model dir>/eval-<split>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report in --out-dir")
+    p.set_defaults(func=run)
