@@ -1,0 +1,31 @@
+"""``fervid export``: a ``.safetensors`` model (or run folder) to ONNX for torch-free recognition."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import resolve_model_path
+    from ..export import export_model
+
+    out = args.output or str(resolve_model_path(args.model).with_suffix(".onnx"))
+    info = export_model(args.model, out, overwrite=args.overwrite, opset=args.opset)
+    acc = (info.get("metrics") or {}).get("val_acc")
+    print(f"wrote {info['path']} ({info['bytes'] / 1e6:.2f} MB, {info['arch']}, {len(info['classes'])} classes"
+          f"{f', val acc {acc:.4f}' if acc is not None else ''}) and {Path(info['json']).name}; "
+          f"ONNX Runtime vs PyTorch max probability difference {info['parity']:.1e}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a model to ONNX (recognition then needs no PyTorch)",
+                       description="Export a fervid .safetensors model or training run folder to ONNX "
+                       "(dynamic batch, input 'input' [N,1,48,48] float32, output 'logits'), with its "
+                       "metadata inside the file and in a sidecar OUT.json.")
+    p.add_argument("model", metavar="MODEL", help="a .safetensors fervid model or a training run folder")
+    p.add_argument("-o", "--output", metavar="OUT.onnx",
+                   help="output file (default: the model's path with .onnx)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default: 17)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT.onnx / OUT.json if they exist")
+    p.set_defaults(func=run)

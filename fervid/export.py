@@ -1,0 +1,130 @@
+"""Exporting a fervid model to ONNX, so that recognition needs ONNX Runtime and no PyTorch.
+
+The exported graph takes ``input`` ``[N, 1, 48, 48]`` float32 (equalized faces scaled by
+:func:`fervid.preprocess.normalize`) and returns ``logits`` ``[N, C]``; the batch is
+dynamic so a frame's faces go through in one call. The model's metadata (class names,
+normalisation, architecture, how it was trained) travels inside the file under
+``metadata_props['fervid']`` and in a sidecar ``.json``, so an ``.onnx`` is usable on its
+own. Export runs the model in fp32 eval mode (dropout off, batch-norm running stats), and
+every export is checked against PyTorch on a fixed batch before it is written.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import FervidError, ModelFileError
+from .io import atomic_path, write_text_atomic
+from .preprocess import FACE_SIZE
+
+OPSET = 17
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+META_KEY = "fervid"
+#: Largest softmax difference between PyTorch and ONNX Runtime that an export may show.
+PARITY_TOLERANCE = 1e-4
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise FervidError("exporting a .safetensors model needs PyTorch: pip install 'fervid[train]' "
+                          "(or pass an exported .onnx model)") from None
+    return torch
+
+
+def onnx_bytes(model, meta: dict[str, Any], opset: int = OPSET) -> bytes:
+    """Serialise a PyTorch fervid model to ONNX bytes with its metadata embedded.
+
+    Uses the TorchScript-based exporter (``dynamo=False``): it needs neither onnxscript
+    nor a graph capture that the plain conv/BN/linear models here do not benefit from.
+    """
+    torch = _torch()
+    import onnx
+
+    model = model.float().eval()
+    size = int(meta.get("input_size", FACE_SIZE))
+    dummy = torch.zeros(2, 1, size, size)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecation notes about the legacy exporter
+        torch.onnx.export(model, (dummy,), buf, dynamo=False, opset_version=opset,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                          do_constant_folding=True)
+    proto = onnx.load_from_string(buf.getvalue())
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = META_KEY, json.dumps(meta)
+    proto.producer_name = "fervid"
+    proto.doc_string = f"fervid {meta.get('arch', '?')} facial expression model: {', '.join(meta['classes'])}"
+    return proto.SerializeToString()
+
+
+def check_parity(model, data: bytes, faces: np.ndarray | None = None) -> float:
+    """Largest absolute softmax difference between PyTorch and ONNX Runtime on ``faces``
+    (normalised ``[N, 1, 48, 48]``; a fixed pseudo-random batch when None)."""
+    torch = _torch()
+    import onnxruntime as ort
+
+    if faces is None:
+        rng = np.random.default_rng(0)
+        faces = rng.standard_normal((8, 1, FACE_SIZE, FACE_SIZE)).astype(np.float32)
+    faces = np.ascontiguousarray(faces, dtype=np.float32)
+    with torch.no_grad():
+        p_torch = torch.softmax(model.float().eval()(torch.from_numpy(faces)), -1).numpy()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    logits = sess.run([OUTPUT_NAME], {INPUT_NAME: faces})[0]
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    p_onnx = e / e.sum(1, keepdims=True)
+    return float(np.abs(p_torch - p_onnx).max())
+
+
+def export_in_memory(source: str | os.PathLike) -> tuple[bytes, dict[str, Any]]:
+    """ONNX bytes and metadata of a ``.safetensors`` model or run folder (nothing written)."""
+    _torch()
+    from .checkpoint import load_model
+
+    model, meta = load_model(source)
+    return onnx_bytes(model, meta), meta
+
+
+def export_model(source: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False,
+                 opset: int = OPSET) -> dict[str, Any]:
+    """Export ``source`` (``.safetensors`` or run folder) to ``out`` (``.onnx``) plus ``out.json``.
+
+    Returns the sidecar's content with ``onnx``, ``json`` and ``parity`` added.
+    """
+    _torch()
+    from .checkpoint import load_model, resolve_model_path
+
+    src = resolve_model_path(source)
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise ModelFileError(f"{out}: the output name must end in .onnx")
+    sidecar = out.with_suffix(".json")
+    for p in (out, sidecar):
+        if p.exists() and not overwrite:
+            raise ModelFileError(f"{p}: already exists (use --overwrite to replace it)")
+    model, meta = load_model(src)
+    data = onnx_bytes(model, meta, opset=opset)
+    diff = check_parity(model, data)
+    if diff > PARITY_TOLERANCE:
+        raise FervidError(f"{src}: ONNX export disagrees with PyTorch (max probability difference {diff:.2e})")
+    with atomic_path(out, overwrite=overwrite) as tmp:
+        tmp.write_bytes(data)
+    info = dict(meta)
+    info["onnx"] = {"file": out.name, "opset": opset, "input": INPUT_NAME, "output": OUTPUT_NAME,
+                    "input_shape": ["N", 1, meta.get("input_size", FACE_SIZE), meta.get("input_size", FACE_SIZE)],
+                    "source": src.name}
+    write_text_atomic(sidecar, json.dumps(info, indent=2) + "\n", overwrite=overwrite)
+    return {**info, "path": str(out), "json": str(sidecar), "parity": diff, "bytes": len(data)}

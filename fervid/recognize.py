@@ -1,0 +1,287 @@
+"""Recognising expressions in images: detect faces, align them, classify them in one batch.
+
+This is the library behind ``fervid predict``, the video and webcam commands and the Python
+API (``from fervid import Recognizer``). It runs on ONNX Runtime and OpenCV only, so a
+user who just wants predictions never installs PyTorch; a ``.safetensors`` model is
+converted to ONNX in memory when PyTorch happens to be there.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+from .detect import PAD, Detection, FaceDetector
+from .errors import BadInputError, ModelFileError
+from .preprocess import FACE_SIZE, align_face, crop_face, to_gray
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEFAULT_MODEL = ASSETS / "model.onnx"
+META_KEY = "fervid"
+MODEL_FORMAT = "fervid-model"
+
+
+@dataclass
+class Face:
+    """One recognised face. ``box`` is x, y, w, h in image pixels."""
+
+    box: tuple[int, int, int, int]
+    score: float
+    landmarks: list[tuple[float, float]]
+    emotion: str
+    confidence: float
+    probabilities: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"box": [int(v) for v in self.box], "score": float(self.score),
+                "landmarks": [[float(x), float(y)] for x, y in self.landmarks],
+                "emotion": self.emotion, "confidence": float(self.confidence),
+                "probabilities": {k: float(v) for k, v in self.probabilities.items()}}
+
+
+# --- images ---------------------------------------------------------------------------------
+
+def _looks_truncated(data: bytes) -> bool:
+    """True for a JPEG whose last scan has no end marker, or a PNG without its IEND chunk.
+
+    Some OpenCV builds decode such files into a half-grey image with only a warning; a
+    prediction on half an image is worse than an error.
+    """
+    if data[:2] == b"\xff\xd8":
+        sos = data.rfind(b"\xff\xda")
+        return sos < 0 or data.rfind(b"\xff\xd9") < sos
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" not in data[-64:]
+    return False
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as BGR uint8, or raise BadInputError naming the file and the problem."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except IsADirectoryError:
+        raise BadInputError(f"{p}: is a folder, not an image") from None
+    except OSError as e:
+        raise BadInputError(f"{p}: cannot read ({e.strerror or e})") from None
+    if not data:
+        raise BadInputError(f"{p}: empty file (0 bytes)")
+    if _looks_truncated(data):
+        raise BadInputError(f"{p}: truncated image file")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise BadInputError(f"{p}: not an image OpenCV can decode (corrupt or unsupported format)")
+    return image
+
+
+def as_bgr(image: Any, color: str = "bgr") -> np.ndarray:
+    """Any supported image (path, numpy BGR/BGRA/RGB/gray, PIL.Image) as uint8 BGR or gray HxW."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    if type(image).__module__.startswith("PIL."):
+        mode = image.mode
+        arr = np.asarray(image.convert("L" if mode in ("L", "I", "I;16", "F", "1") else "RGB"))
+        return arr if arr.ndim == 2 else cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
+    if not isinstance(image, np.ndarray):
+        raise BadInputError(f"unsupported image type {type(image).__name__} "
+                            "(give a path, a numpy array or a PIL.Image)")
+    arr = image
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)) or min(arr.shape[:2]) < 1:
+        raise BadInputError(f"unsupported image shape {arr.shape} (expected HxW, HxWx3 or HxWx4)")
+    if arr.dtype != np.uint8:
+        if arr.dtype == np.uint16:
+            arr = (arr >> 8).astype(np.uint8)
+        elif np.issubdtype(arr.dtype, np.floating) or arr.dtype == bool:
+            arr = arr.astype(np.float32)
+            arr = np.clip(arr * 255.0 if arr.size and float(np.nanmax(arr)) <= 1.0 else arr, 0, 255)
+            arr = np.nan_to_num(arr).astype(np.uint8)
+        else:
+            arr = np.clip(arr, 0, 255).astype(np.uint8)
+    if color.lower() not in ("bgr", "rgb"):
+        raise ValueError(f"color must be 'bgr' or 'rgb', not {color!r}")
+    if arr.ndim == 3 and color.lower() == "rgb":
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR if arr.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+    return np.ascontiguousarray(arr)
+
+
+# --- models ---------------------------------------------------------------------------------
+
+def _check_meta(meta: Any, where: Path) -> dict[str, Any]:
+    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT or not meta.get("classes"):
+        raise ModelFileError(f"{where}: not a fervid model (no fervid metadata)")
+    if int(meta.get("version", 0)) > 1:
+        raise ModelFileError(f"{where}: model format v{meta['version']} is newer than this fervid reads")
+    return meta
+
+
+def _is_safetensors(data: bytes) -> bool:
+    if len(data) < 10:
+        return False
+    (n,) = struct.unpack("<Q", data[:8])
+    return 2 <= n <= len(data) - 8 and data[8:9] == b"{"
+
+
+def open_model(model: str | os.PathLike | None, threads: int | None = None):
+    """An ONNX Runtime session, the metadata and the resolved path of ``model``
+    (see :class:`Recognizer`); ModelFileError for anything that is not a fervid model."""
+    if model is None:
+        if not DEFAULT_MODEL.is_file():
+            raise ModelFileError(f"{DEFAULT_MODEL}: no default model is installed with this fervid; "
+                                 "pass one with --model / Recognizer(model=...)")
+        model = DEFAULT_MODEL
+    p = Path(model).expanduser()
+    if p.is_dir():
+        found = [p / n for n in ("model.onnx", "best.onnx", "best.safetensors", "model.safetensors",
+                                 "last.safetensors") if (p / n).is_file()]
+        if not found:
+            raise ModelFileError(f"{p}: folder holds no model (best.safetensors or model.onnx)")
+        p = found[0]
+    if not p.is_file():
+        raise ModelFileError(f"{p}: no such model file")
+    if p.suffix.lower() == ".json":
+        p = p.with_suffix(".onnx")
+        if not p.is_file():
+            raise ModelFileError(f"{p}: the ONNX model for this .json is missing")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ModelFileError(f"{p}: cannot read ({e.strerror})") from None
+    meta: Any = None
+    if _is_safetensors(data):
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise ModelFileError(f"{p}: a .safetensors model needs PyTorch to run; export it to ONNX "
+                                 "with `fervid export` where PyTorch is installed") from None
+        from .export import export_in_memory
+
+        data, meta = export_in_memory(p)
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    except Exception:
+        raise ModelFileError(f"{p}: not a fervid model (neither ONNX nor safetensors)") from None
+    if meta is None:
+        text = sess.get_modelmeta().custom_metadata_map.get(META_KEY)
+        side = p.with_suffix(".json")
+        try:
+            if text is not None:
+                meta = json.loads(text)
+            elif side.is_file():
+                meta = json.loads(side.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise ModelFileError(f"{p}: not a fervid model (damaged fervid metadata)") from None
+    return sess, _check_meta(meta, p), p
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Recognizer:
+    """Faces and their expressions in images.
+
+    ``model``: None (the model shipped with fervid), an exported ``.onnx`` (or its
+    ``.json``), a ``.safetensors`` fervid model or a training run folder.
+    ``min_confidence``/``min_face``: detector score and smallest face side in pixels.
+    ``classes``: restrict predictions to these classes (probabilities renormalised).
+    ``detect=False``: every image is one already cropped face (FER-style).
+    ``threads``: ONNX Runtime intra-op threads (None: its default).
+    """
+
+    def __init__(self, model: str | Path | None = None, *, min_confidence: float = 0.6, min_face: int = 20,
+                 classes: Sequence[str] | str | None = None, detect: bool = True, threads: int | None = None,
+                 pad: float = PAD):
+        self._session, meta, self.model_path = open_model(model, threads)
+        self.meta: dict[str, Any] = meta
+        self.model_classes: list[str] = list(meta["classes"])
+        inp = self._session.get_inputs()[0]
+        self.input_size = int(meta.get("input_size", FACE_SIZE))
+        if len(inp.shape) != 4 or inp.shape[1:] not in ([1, self.input_size, self.input_size],):
+            raise ModelFileError(f"{self.model_path}: not a fervid model (input shape {inp.shape}, "
+                                 f"expected [N, 1, {self.input_size}, {self.input_size}])")
+        self._input, self._output = inp.name, self._session.get_outputs()[0].name
+        self._mean, self._std = float(meta.get("mean", 0.5)), float(meta.get("std", 0.289))
+        if isinstance(classes, str):
+            classes = [c for c in classes.split(",") if c.strip()]
+        if classes:
+            names = [c.strip().lower() for c in classes]
+            unknown = [c for c in names if c not in self.model_classes]
+            if unknown or len(set(names)) != len(names):
+                raise BadInputError(f"unknown or repeated class(es) {', '.join(unknown) or ', '.join(names)}; "
+                                    f"this model predicts {', '.join(self.model_classes)}")
+            self.classes = names
+        else:
+            self.classes = list(self.model_classes)
+        self._keep = np.array([self.model_classes.index(c) for c in self.classes])
+        self.detect_faces = bool(detect)
+        self.detector = FaceDetector(min_confidence, min_face, pad=pad) if detect else None
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        """Faces in a BGR (or gray) image, largest first; the whole image when ``detect=False``."""
+        if self.detector is None:
+            h, w = image_bgr.shape[:2]
+            return [Detection((0, 0, w, h), 1.0, [], float(h))]
+        return self.detector.detect(image_bgr)
+
+    def crops(self, gray: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
+        """The equalized ``input_size`` crops the classifier sees, uint8 [N, S, S]."""
+        s = self.input_size
+        out = np.empty((len(detections), s, s), np.uint8)
+        for i, d in enumerate(detections):
+            if d.landmarks:
+                out[i] = align_face(gray, d.landmarks, d.face_size or None, size=s)
+            else:
+                x, y, w, h = d.box
+                out[i] = crop_face(gray[y:y + h, x:x + w], size=s)
+        return out
+
+    def probabilities(self, crops: np.ndarray) -> np.ndarray:
+        """Probabilities over ``self.classes`` for equalized uint8 crops [N, S, S], one ONNX call."""
+        if not len(crops):
+            return np.zeros((0, len(self.classes)), np.float32)
+        x = (crops.astype(np.float32)[:, None] * (1.0 / 255.0) - self._mean) / self._std
+        logits = self._session.run([self._output], {self._input: x})[0]
+        p = softmax(logits.astype(np.float64))[:, self._keep]
+        return p / p.sum(axis=1, keepdims=True)
+
+    def classify(self, gray: np.ndarray, detections: Sequence[Detection]) -> list[Face]:
+        """Classify every detected face of one frame in a single batch."""
+        gray = to_gray(gray)
+        probs = self.probabilities(self.crops(gray, detections))
+        faces = []
+        for d, p in zip(detections, probs):
+            k = int(p.argmax())
+            faces.append(Face(tuple(int(v) for v in d.box), float(d.score), [tuple(map(float, pt)) for pt in d.landmarks],
+                              self.classes[k], float(p[k]), {c: float(v) for c, v in zip(self.classes, p)}))
+        return faces
+
+    def predict(self, image: Any, color: str = "bgr") -> list[Face]:
+        """Faces in ``image``: a path, numpy BGR/BGRA/gray (``color="rgb"`` for RGB) or PIL.Image."""
+        img = as_bgr(image, color)
+        return self.classify(to_gray(img), self.detect(img))
+
+    def predict_video(self, source, every: int = 1, smoothing: float = 0.5, **kw):
+        """Per-frame results of a video file or camera (see :mod:`fervid.video`)."""
+        from .video import iter_video
+
+        return iter_video(self, source, every=every, smoothing=smoothing, **kw)
+
+    def __repr__(self) -> str:
+        return (f"Recognizer({str(self.model_path)!r}, arch={self.meta.get('arch')!r}, "
+                f"classes={self.classes}, detect={self.detect_faces})")
