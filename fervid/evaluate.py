@@ -107,7 +107,43 @@ def load_model_any(path: str | os.PathLike) -> tuple[Any, dict[str, Any], Path]:
 
 
 def _load_onnx(p: Path) -> tuple[Any, dict[str, Any], Path]:
-    raise ModelFileError(f"{p}: scoring .onnx models is not supported by this build (give the .safetensors)")
+    try:
+        from .recognize import open_model
+    except ImportError:
+        raise ModelFileError(f"{p}: scoring .onnx models is not supported by this build (give the .safetensors)") from None
+    session, meta, resolved = open_model(p)
+    return OnnxPredictor(session, meta), meta, resolved
+
+
+#: Test-time views: the face, its mirror, and 2-pixel shifts (the same as fervid.engine.predict_logits).
+TTA_SHIFTS = ((-2, 0), (2, 0), (0, -2), (0, 2))
+
+
+class OnnxPredictor:
+    """An exported model behind the interface :func:`evaluate` scores, so ONNX Runtime
+    figures can be checked against the PyTorch ones on the same faces."""
+
+    def __init__(self, session: Any, meta: dict[str, Any]):
+        self.session, self.meta = session, meta
+        self._input = session.get_inputs()[0].name
+        self._output = session.get_outputs()[0].name
+        self._mean, self._std = float(meta.get("mean", 0.5)), float(meta.get("std", 0.289))
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run([self._output], {self._input: np.ascontiguousarray(x, np.float32)})[0]
+
+    def logits(self, images: np.ndarray, tta: bool = False, batch_size: int = 256) -> np.ndarray:
+        """Logits for equalized uint8 faces; with ``tta`` log of the softmax averaged over the views."""
+        outs = []
+        for i in range(0, len(images), batch_size):
+            x = (images[i:i + batch_size].astype(np.float32)[:, None] / 255.0 - self._mean) / self._std
+            if not tta:
+                outs.append(self._run(x))
+                continue
+            views = [x, x[..., ::-1]] + [np.roll(x, shift=s, axis=(-2, -1)) for s in TTA_SHIFTS]
+            probs = np.mean([np.exp(_log_softmax(self._run(v).astype(np.float64))) for v in views], axis=0)
+            outs.append(np.log(np.clip(probs, 1e-8, None)))
+        return np.concatenate(outs).astype(np.float32) if outs else np.zeros((0, len(self.meta["classes"])), np.float32)
 
 
 def scored_class_set(meta: dict[str, Any], classes: str | None = None, merge: str | None = None) -> ClassSet:
@@ -184,7 +220,7 @@ def model_logits(model: Any, images: np.ndarray, tta: bool = False, batch_size: 
         return predict_logits(model, images, batch_size=batch_size, device=dev,
                               dtype=autocast_dtype(dev, precision), tta=tta).numpy()
     if hasattr(model, "logits"):
-        return np.asarray(model.logits(images, tta=tta), dtype=np.float32)
+        return np.asarray(model.logits(images, tta=tta, batch_size=batch_size), dtype=np.float32)
     raise TypeError(f"cannot evaluate a {type(model).__name__}: expected a torch module or a predictor")
 
 

@@ -24,9 +24,12 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate, format_report, load_eval_faces, load_model_any, report_paths, write_report
 
     if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+        try:
+            import torch
+        except ImportError:  # an .onnx model can be scored without torch
+            pass
+        else:
+            torch.set_num_threads(args.threads)
     model, meta, path = load_model_any(args.model)
     out_dir = Path(args.out_dir) if args.out_dir else default_out_dir(path, args.split)
     if not args.overwrite:  # fail before minutes of inference, not after
