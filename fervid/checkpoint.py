@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ModelFileError
+from .errors import BadInputError, ModelFileError
 from .io import atomic_path
-from .models import create_model
+from .models import create_model, list_models
 from .preprocess import FACE_SIZE, MEAN, STD
 
 FORMAT = "fervid-model"
@@ -70,10 +70,17 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise ModelFileError(f"{p}: not a fervid model (not a safetensors file)") from None
     try:
         meta = json.loads(header["fervid"])
-        assert meta.get("format") == FORMAT and meta["classes"] and meta["arch"]
-    except Exception:
-        raise ModelFileError(f"{p}: not a fervid model (no fervid metadata in the file)") from None
-    if int(meta.get("version", 0)) > FORMAT_VERSION:
+    except (KeyError, ValueError):
+        meta = None
+    # Checked explicitly, not with assert: ``python -O`` would strip the check.
+    if not (isinstance(meta, dict) and meta.get("format") == FORMAT and isinstance(meta.get("arch"), str)
+            and isinstance(meta.get("classes"), list) and meta["classes"]
+            and all(isinstance(c, str) for c in meta["classes"])):
+        raise ModelFileError(f"{p}: not a fervid model (no fervid metadata in the file)")
+    version = meta.get("version", 0)
+    if not isinstance(version, int):
+        raise ModelFileError(f"{p}: not a fervid model (format version {version!r})")
+    if version > FORMAT_VERSION:
         raise ModelFileError(f"{p}: model format v{meta['version']} is newer than this fervid reads")
     return meta
 
@@ -84,8 +91,17 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
 
     p = resolve_model_path(path)
     meta = read_meta(p)
-    model = create_model(meta["arch"], num_classes=len(meta["classes"]), **meta.get("arch_kwargs", {}))
-    state = load_file(str(p))
+    try:
+        model = create_model(meta["arch"], num_classes=len(meta["classes"]), **(meta.get("arch_kwargs") or {}))
+    except BadInputError:  # an architecture this fervid does not have (newer, or a plug-in)
+        raise ModelFileError(f"{p}: unknown architecture {meta['arch']!r} "
+                             f"(this fervid has {', '.join(list_models())})") from None
+    except TypeError:
+        raise ModelFileError(f"{p}: arch_kwargs {meta.get('arch_kwargs')!r} do not fit {meta['arch']!r}") from None
+    try:
+        state = load_file(str(p))
+    except Exception:  # header fine but the tensor data truncated or damaged
+        raise ModelFileError(f"{p}: weights cannot be read (truncated or damaged file)") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError:
@@ -102,7 +118,9 @@ def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
 
 
 def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
+    """The state saved by :func:`save_training_state`; plain containers and tensors only,
+    so ``weights_only`` loading works and a doctored file cannot run code."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ModelFileError(f"{path}: cannot read training checkpoint ({type(e).__name__})") from None

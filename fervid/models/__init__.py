@@ -48,8 +48,10 @@ def count_flops(model: nn.Module, input_size: int = 48) -> int:
 
     was_training = model.training
     model.eval()
+    param = next(model.parameters(), None)  # the probe goes where the weights are (a GPU in training)
+    probe = torch.zeros(1, 1, input_size, input_size, device=param.device if param is not None else "cpu")
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, 1, input_size, input_size))
+        model(probe)
     model.train(was_training)
     return int(counter.get_total_flops())
 
