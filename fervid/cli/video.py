@@ -1,0 +1,89 @@
+"""``fervid video``: annotated video, per-frame CSV and per-face emotion timelines for a video file."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_recognizer_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that build a :class:`fervid.recognize.Recognizer` (shared with ``fervid webcam``)."""
+    p.add_argument("--model", metavar="MODEL",
+                   help="a .onnx or .safetensors fervid model, or a training run folder (default: the bundled model)")
+    p.add_argument("--min-confidence", type=float, default=0.6,
+                   help="face detector score a face needs to be recognised, 0..1 (default: 0.6)")
+    p.add_argument("--min-face", type=int, default=20, metavar="PX",
+                   help="ignore faces smaller than this many pixels (default: 20)")
+    p.add_argument("--classes", metavar="LIST",
+                   help="comma list of the model's classes to choose among (others are dropped and the rest "
+                   "renormalised; default: all)")
+    p.add_argument("--every", type=int, default=1, metavar="N",
+                   help="analyse every N-th frame only; frames between reuse the last result (default: 1)")
+    p.add_argument("--smoothing", type=float, default=0.5, metavar="S",
+                   help="how strongly each face's emotion is smoothed over analysed frames, 0 (off) to <1 "
+                   "(steadier, slower to change); EMA weight of the past (default: 0.5)")
+
+
+def make_recognizer(args: argparse.Namespace):
+    from ..recognize import Recognizer
+
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    return Recognizer(args.model, min_confidence=args.min_confidence, min_face=args.min_face, classes=classes)
+
+
+def default_outputs(args: argparse.Namespace) -> tuple[Path | None, Path | None, Path | None]:
+    """Video, CSV and timeline folder: named after ``-o`` (or the input, in the current folder)."""
+    base = Path(args.output) if args.output else Path(Path(args.input).stem + ".fervid.mp4")
+    video = None if args.no_video else base
+    csv = Path(args.csv) if args.csv else base.with_suffix(".csv")
+    if args.no_timeline:
+        timeline = None
+    else:
+        timeline = Path(args.timeline_dir) if args.timeline_dir else base.with_name(base.stem + "_timelines")
+    return video, csv, timeline
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..video import process_video
+
+    video, csv, timeline = default_outputs(args)
+    recognizer = make_recognizer(args)
+    summary = process_video(recognizer, args.input, video, csv_path=csv, timeline_dir=timeline,
+                            every=args.every, smoothing=args.smoothing, overwrite=args.overwrite,
+                            progress=not args.quiet)
+    for w in summary.warnings:
+        print(f"fervid video: warning: {w}", file=sys.stderr)
+    print(summary.line())
+    if args.timings:
+        total = sum(summary.timings.values()) or 1.0
+        parts = ", ".join(f"{k} {v:.2f}s ({v / total:.0%})" for k, v in summary.timings.items())
+        print(f"time per stage: {parts}")
+    n_tl = sum(1 for o in summary.outputs if o.endswith(".png"))
+    named = [o for o in summary.outputs if not o.endswith(".png")]
+    print("wrote " + ", ".join(named) + (f" and {n_tl} timeline PNG(s) in {timeline}" if n_tl else ""))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("video", help="recognise emotions in a video file: annotated video, CSV, timelines",
+                       description="Detect, track and recognise faces in every frame of a video. Writes an "
+                       "annotated copy (same frame count and rate as the input), a CSV with one row per face "
+                       "per analysed frame (frame, time, face id, box, every class probability, smoothed "
+                       "emotion) and a PNG per tracked face with its emotions over time. Frames stream one "
+                       "at a time, so long videos use constant memory; outputs appear only when complete.")
+    p.add_argument("input", metavar="IN", help="input video file (anything OpenCV/FFmpeg decodes: mp4, avi, mkv...)")
+    p.add_argument("-o", "--output", metavar="OUT.mp4",
+                   help="annotated video (.mp4 via mp4v, .avi via MJPG, .mkv, .mov); other outputs are named "
+                   "after it (default: IN_NAME.fervid.mp4 in the current folder)")
+    add_recognizer_flags(p)
+    p.add_argument("--csv", metavar="PATH", help="per-frame table (default: OUT with .csv)")
+    p.add_argument("--timeline-dir", metavar="DIR",
+                   help="folder for face_<id>.png emotion timelines (default: OUT_timelines beside OUT)")
+    p.add_argument("--no-video", action="store_true", help="write the CSV (and timelines) only, no video")
+    p.add_argument("--no-timeline", action="store_true", help="do not draw timeline PNGs")
+    p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--timings", action="store_true",
+                   help="also print where the time went (decode, recognize, track, draw, encode)")
+    p.set_defaults(func=run)
