@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -66,7 +67,13 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Te
 
 
 def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, g: torch.Generator):
-    """Mixup: blend each face with a shuffled partner; returns inputs, both targets and weight."""
-    lam = float(torch.distributions.Beta(alpha, alpha).sample()) if alpha > 0 else 1.0
+    """Mixup: blend each face with a shuffled partner; returns inputs, both targets and weight.
+
+    The Beta draw comes from ``g`` too (torch.distributions would use the global RNG),
+    via a NumPy generator seeded from it."""
+    lam = 1.0
+    if alpha > 0:
+        seed = int(torch.randint(0, 2**62, (1,), generator=g))
+        lam = float(np.random.default_rng(seed).beta(alpha, alpha))
     perm = torch.randperm(x.shape[0], generator=g)
     return lam * x + (1 - lam) * x[perm], y, y[perm], lam
