@@ -7,13 +7,11 @@ Data-parallel training under ``torchrun`` shards each epoch's permutation by ran
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,59 +21,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoint as ckpt
-from .augment import AugmentConfig, augment, mixup
+from .augment import AugmentConfig, augment, mixup  # noqa: F401  (AugmentConfig: re-exported)
+from .config import TrainConfig
 from .data import ClassSet, FaceSet, load_faces
-from .errors import BadInputError
+from .errors import BadInputError, FervidError
+from .io import write_text_atomic
 from .models import count_flops, count_params, create_model
 from .preprocess import MEAN, STD
-
-
-@dataclass
-class TrainConfig:
-    # data
-    data: str = "../shared/datasets/fer2013"
-    train_split: str = "Training"
-    val_split: str = "PublicTest"
-    classes: str = "all"
-    merge: str = ""
-    limit: int = 0  # use only the first N training faces (quick experiments, tests)
-    # model and optimisation
-    model: str = "vgg_s"
-    epochs: int = 60
-    batch_size: int = 128
-    optimizer: str = "sgd"  # sgd | adamw
-    lr: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"  # cosine | onecycle | constant
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    class_weighting: str = "none"  # none | loss | sampler
-    mixup: float = 0.0  # Beta(alpha, alpha); 0 = off
-    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    # run
-    patience: int = 0  # stop after this many epochs without a better val accuracy; 0 = never
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto | bf16 | fp32
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
-    out: str = "runs/exp"
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        d = dict(d)
-        aug = d.pop("augment", None) or {}
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        aug_names = {f.name for f in dataclasses.fields(AugmentConfig)}
-        if unknown or set(aug) - aug_names:
-            raise BadInputError(f"unknown config key(s): {', '.join(unknown + sorted(set(aug) - aug_names))}")
-        return cls(**d, augment=AugmentConfig(**aug))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def pick_device(name: str) -> torch.device:
@@ -90,16 +42,32 @@ def pick_device(name: str) -> torch.device:
     return dev
 
 
+def _cpu_has_native_bf16() -> bool:
+    """AVX-512 BF16 or AMX: without them CPU bf16 is emulated, slower and no better than fp32."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    cap = torch.backends.cpu.get_cpu_capability() if hasattr(torch.backends, "cpu") else ""
+    return "AMX" in cap.upper()
+
+
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """bf16 where the hardware runs it natively (AVX-512 BF16/AMX CPUs, Ampere+ GPUs), else fp32."""
+    """bf16 where the hardware runs it natively (AVX-512 BF16/AMX CPUs, Ampere+ GPUs), else fp32.
+
+    fp16 is never picked: without a gradient scaler it underflows, and fp32 on an old GPU is safe.
+    """
     if precision == "fp32":
         return None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if precision == "bf16":
         return torch.bfloat16
-    cap = torch.backends.cpu.get_cpu_capability() if hasattr(torch.backends, "cpu") else ""
-    return torch.bfloat16 if "AVX512" in cap.upper() or "AMX" in cap.upper() else None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if device.type == "cpu" and _cpu_has_native_bf16() else None
 
 
 def lr_factor(progress: float, schedule: str, warmup: float) -> float:
@@ -148,6 +116,10 @@ def accuracy(logits: torch.Tensor, labels: np.ndarray | torch.Tensor) -> float:
     return float((logits.argmax(1) == torch.as_tensor(labels)).float().mean())
 
 
+class TrainingDivergedError(FervidError, FloatingPointError):
+    """The loss became NaN or infinite: a user-fixable setting (usually the learning rate)."""
+
+
 def _dist_info() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return int(os.environ.get("RANK", "0")), world
@@ -158,13 +130,59 @@ def _log(msg: str, rank: int) -> None:
         print(msg, flush=True)
 
 
+RUN_FILES = ("last.pt", "best.safetensors", "metrics.jsonl")
+
+
+def _sync_buffers(modules: list[nn.Module]) -> None:
+    """Give every rank rank 0's BatchNorm statistics (and EMA buffers).
+
+    DDP broadcasts buffers at the start of each forward, so after the last step of an
+    epoch each rank holds statistics updated by its own batch: evaluating without this
+    gives each rank a different val accuracy, and early stopping could then stop one
+    rank and leave the other waiting forever in the next all-reduce.
+    """
+    import torch.distributed as dist
+
+    for m in modules:
+        for b in m.buffers():
+            dist.broadcast(b, 0)
+
+
+def _evaluate(model: nn.Module, val_set: FaceSet, device: torch.device, dtype: torch.dtype | None,
+              rank: int, world: int) -> tuple[float, float]:
+    """(val loss, val accuracy); under DDP each rank scores a shard and the sums are all-reduced."""
+    idx = np.arange(rank, len(val_set), world)
+    logits = predict_logits(model, val_set.images if world == 1 else val_set.images[idx], device=device, dtype=dtype)
+    target = torch.from_numpy(val_set.labels[idx])
+    sums = torch.tensor([float(F.cross_entropy(logits, target, reduction="sum")) if len(idx) else 0.0,
+                         float((logits.argmax(1) == target).sum()) if len(idx) else 0.0,
+                         float(len(idx))], dtype=torch.float64)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(sums)
+    return float(sums[0] / sums[2]), float(sums[1] / sums[2])
+
+
+def _restore_metrics(out: Path, saved: dict[str, Any]) -> None:
+    """Make metrics.jsonl hold exactly the epochs in the checkpoint (a kill can fall between writes)."""
+    history = saved.get("history")
+    path = out / "metrics.jsonl"
+    if history is None:  # checkpoints from before the history was kept: trust the file up to the epoch
+        lines = path.read_text().splitlines() if path.exists() else []
+        history = [json.loads(x) for x in lines if x.strip()]
+        history = [m for m in history if m.get("epoch", 0) <= saved["epoch"] + 1]
+    write_text_atomic(path, "".join(json.dumps(m) + "\n" for m in history))
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
           on_epoch: Callable[[dict[str, Any]], None] | None = None,
           train_set: FaceSet | None = None, val_set: FaceSet | None = None) -> dict[str, Any]:
     """Train ``cfg.model`` and write checkpoints, metrics and the best model to ``cfg.out``.
 
     ``on_epoch`` receives each epoch's metrics (``tune`` uses it to report and prune).
-    Returns the final summary (best epoch, best val accuracy, paths).
+    Returns the final summary (best epoch, best val accuracy, paths). With ``resume``,
+    only ``cfg.out`` is used: everything else comes from the run's ``last.pt``.
     """
     from tqdm import tqdm
 
@@ -172,37 +190,51 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     out = Path(cfg.out)
     state_path = out / "last.pt"
     start_epoch, best_acc, best_epoch, stale, step = 0, -1.0, -1, 0, 0
+    history: list[dict[str, Any]] = []
     saved: dict[str, Any] | None = None
     if resume:
         if not state_path.exists():
             raise BadInputError(f"{out}: nothing to resume (no last.pt)")
         saved = ckpt.load_training_state(state_path)
-        cfg = TrainConfig.from_dict(saved["config"])
+        cfg = TrainConfig.from_dict({**saved["config"], "out": str(out)})  # the folder may have moved
         start_epoch, best_acc, best_epoch = saved["epoch"] + 1, saved["best_acc"], saved["best_epoch"]
         stale, step = saved["stale"], saved["step"]
-    elif rank == 0 and state_path.exists():
-        raise BadInputError(f"{out}: already holds a run (use --resume to continue it, or another --out)")
+    else:  # every rank checks, so none is left waiting for a rank 0 that refused to start
+        held = [name for name in RUN_FILES if (out / name).exists()]
+        if held:
+            raise BadInputError(f"{out}: already holds a run ({', '.join(held)}); "
+                                f"use --resume to continue it, or another --out")
+    cfg.validate()
 
     ddp = world > 1
     if ddp:
         import torch.distributed as dist
 
-        backend = "nccl" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) else "gloo"
+        cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         if not dist.is_initialized():
-            dist.init_process_group(backend)
+            dist.init_process_group("nccl" if cuda else "gloo")
     device = pick_device(cfg.device)
     if ddp and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dtype = autocast_dtype(device, cfg.precision)
+    per_rank = cfg.batch_size // world
+    if per_rank < 1:
+        raise BadInputError(f"batch size {cfg.batch_size} is smaller than the {world} processes sharing it")
 
     class_set = ClassSet.parse(cfg.classes, cfg.merge)
-    train_set = train_set or load_faces(cfg.data, cfg.train_split, class_set)
-    val_set = val_set or load_faces(cfg.data, cfg.val_split, class_set)
+    if train_set is None:
+        train_set = load_faces(cfg.data, cfg.train_split, class_set)
+    if val_set is None:
+        val_set = load_faces(cfg.data, cfg.val_split, class_set)
     if cfg.limit and cfg.limit < len(train_set):  # a seeded random subset: sources are sorted by class
         keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(train_set))[:cfg.limit])
-        train_set = FaceSet(train_set.images[keep], train_set.labels[keep], train_set.classes, train_set.name)
+        labels_kept = train_set.labels[keep]
+        train_set = FaceSet(train_set.images[keep], labels_kept, train_set.classes, train_set.name,
+                            {c: int((labels_kept == i).sum()) for i, c in enumerate(train_set.classes)})
     classes = list(class_set.classes)
     images = torch.from_numpy(train_set.images)
     labels = torch.from_numpy(train_set.labels)
@@ -217,10 +249,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    elif cfg.optimizer == "adamw":
-        opt = torch.optim.AdamW(groups, lr=cfg.lr)
     else:
-        raise BadInputError(f"unknown optimizer {cfg.optimizer!r} (use sgd or adamw)")
+        opt = torch.optim.AdamW(groups, lr=cfg.lr)
     ema = None
     if cfg.ema > 0:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -231,6 +261,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         opt.load_state_dict(saved["optimizer"])
         if ema is not None:
             ema.load_state_dict(saved["ema"])
+        history = list(saved.get("history") or [])
     net: nn.Module = model
     if ddp:
         from torch.nn.parallel import DistributedDataParallel
@@ -240,29 +271,36 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     weight = None
     if cfg.class_weighting == "loss":  # inverse-frequency, softened by a square root
         weight = (counts.sum() / (len(classes) * counts.clamp_min(1))).sqrt().to(device)
-    elif cfg.class_weighting not in ("none", "sampler"):
-        raise BadInputError(f"unknown class weighting {cfg.class_weighting!r} (none, loss or sampler)")
 
     n = len(labels)
-    per_rank = cfg.batch_size // world
     steps_per_epoch = max(1, (n // world) // per_rank)
     total_steps = steps_per_epoch * cfg.epochs
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        write_text_atomic(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
+        if saved is not None:
+            _restore_metrics(out, saved)
     _log(f"fervid train: {cfg.model} ({n_params / 1e6:.2f}M params, {mflops:.1f} MFLOPs/face) on {device}"
          f"{' x' + str(world) if ddp else ''}, {'bf16' if dtype == torch.bfloat16 else 'fp32'}; "
          f"{n} train faces ({cfg.train_split}), {len(val_set)} val ({cfg.val_split}); "
          f"classes {class_set.describe()}", rank)
     _log("config: " + json.dumps(cfg.to_dict()), rank)
+    if saved is not None:
+        _log(f"resuming after epoch {start_epoch} (best {best_acc:.4f} @ {best_epoch + 1})", rank)
 
-    summary: dict[str, Any] = {}
+    stopped = bool(cfg.patience and stale >= cfg.patience)  # a resumed run that had already stopped early
+    cpu = torch.device("cpu")
     for epoch in range(start_epoch, cfg.epochs):
+        if stopped:
+            break
         t0 = time.time()
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        # Ranks share the shuffle (then take disjoint shards) but not the augmentation draws,
+        # which would otherwise repeat the same warps and erasures on every rank's batch.
+        g_aug = g if world == 1 else torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 1_000_003 * rank)
         torch.manual_seed(cfg.seed * 100_003 + epoch + 7)
         if cfg.class_weighting == "sampler":
-            w = (1.0 / counts)[labels]
+            w = (1.0 / counts.clamp_min(1))[labels]
             order = torch.multinomial(w, n, replacement=True, generator=g)
         else:
             order = torch.randperm(n, generator=g)
@@ -273,23 +311,25 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                    disable=not progress or rank != 0 or not sys.stderr.isatty())
         for i in bar:
             idx = order[i * per_rank:(i + 1) * per_rank]
-            x = to_input(images[idx], device)
-            y = labels[idx].to(device)
-            x = augment(x.cpu(), cfg.augment, g).to(device) if device.type != "cpu" else augment(x, cfg.augment, g)
+            y = labels[idx]
+            x = augment(to_input(images[idx], cpu), cfg.augment, g_aug)  # on the CPU: g_aug is a CPU generator
+            if cfg.mixup > 0:
+                x, ya, yb, lam = mixup(x, y, cfg.mixup, g_aug)
+                ya, yb = ya.to(device), yb.to(device)
+            x, y = x.to(device, non_blocking=True), y.to(device)
             lr = cfg.lr * lr_factor(step / total_steps, cfg.schedule, cfg.warmup_epochs / cfg.epochs)
             for group in opt.param_groups:
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                if cfg.mixup > 0:
-                    xm, ya, yb, lam = mixup(x, y, cfg.mixup, g)
-                    logits = net(xm)
-                    loss = lam * F.cross_entropy(logits.float(), ya, weight=weight, label_smoothing=cfg.label_smoothing) \
-                        + (1 - lam) * F.cross_entropy(logits.float(), yb, weight=weight, label_smoothing=cfg.label_smoothing)
-                else:
-                    logits = net(x)
-                    loss = F.cross_entropy(logits.float(), y, weight=weight, label_smoothing=cfg.label_smoothing)
+                logits = net(x)
+            if cfg.mixup > 0:
+                loss = lam * F.cross_entropy(logits.float(), ya, weight=weight, label_smoothing=cfg.label_smoothing) \
+                    + (1 - lam) * F.cross_entropy(logits.float(), yb, weight=weight, label_smoothing=cfg.label_smoothing)
+            else:
+                loss = F.cross_entropy(logits.float(), y, weight=weight, label_smoothing=cfg.label_smoothing)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1} step {i}; lower --lr")
+                raise TrainingDivergedError(f"loss became {loss.item()} at epoch {epoch + 1} step {i + 1}; "
+                                            f"lower --lr (now {cfg.lr})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -301,10 +341,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             correct += int((logits.argmax(1) == y).sum())
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", lr=f"{lr:.4f}", refresh=False)
         bar.close()
+        if ddp:
+            import torch.distributed as dist
+
+            _sync_buffers([model] + ([ema] if ema is not None else []))
+            totals = torch.tensor([loss_sum, float(correct), float(seen)], dtype=torch.float64)
+            dist.all_reduce(totals)
+            loss_sum, correct, seen = float(totals[0]), int(totals[1]), int(totals[2])
         eval_model = ema.module if ema is not None else model
-        val_logits = predict_logits(eval_model, val_set.images, device=device, dtype=dtype)
-        val_loss = float(F.cross_entropy(val_logits, torch.from_numpy(val_set.labels)))
-        val_acc = accuracy(val_logits, val_set.labels)
+        val_loss, val_acc = _evaluate(eval_model, val_set, device, dtype, rank, world)
         improved = val_acc > best_acc
         if improved:
             best_acc, best_epoch, stale = val_acc, epoch, 0
@@ -313,17 +358,20 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         metrics = {"epoch": epoch + 1, "train_loss": round(loss_sum / seen, 5), "train_acc": round(correct / seen, 5),
                    "val_loss": round(val_loss, 5), "val_acc": round(val_acc, 5), "lr": round(lr, 6),
                    "seconds": round(time.time() - t0, 1), "best_val_acc": round(best_acc, 5)}
+        history.append(metrics)
         if rank == 0:
             meta = ckpt.make_meta(cfg.model, classes, params=n_params, mflops=round(mflops, 2),
                                   trained={"data": cfg.data, "train_split": cfg.train_split, "val_split": cfg.val_split,
                                            "epoch": epoch + 1, "seed": cfg.seed, "class_set": class_set.describe()},
                                   metrics={"val_acc": round(val_acc, 5), "val_split": cfg.val_split})
+            # Order matters for a kill: best model, then the state (which carries the metrics
+            # history, so a resume rewrites metrics.jsonl), then the metrics line.
             if improved:
                 ckpt.save_model(out / "best.safetensors", eval_model, meta)
             ckpt.save_training_state(state_path, {
                 "config": cfg.to_dict(), "epoch": epoch, "best_acc": best_acc, "best_epoch": best_epoch,
                 "stale": stale, "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None})
+                "ema": ema.state_dict() if ema is not None else None, "history": history})
             with open(out / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(metrics) + "\n")
             _log(f"epoch {epoch + 1}/{cfg.epochs}: loss {metrics['train_loss']:.3f} train acc {metrics['train_acc']:.4f} "
@@ -331,11 +379,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                  f"| {metrics['seconds']:.0f}s", rank)
         if on_epoch is not None:
             on_epoch(metrics)
-        if cfg.patience and stale >= cfg.patience:
+        if cfg.patience and stale >= cfg.patience:  # same on every rank: val accuracy is all-reduced
             _log(f"early stop: no better val accuracy for {cfg.patience} epochs", rank)
-            break
+            stopped = True
     summary = {"best_val_acc": best_acc, "best_epoch": best_epoch + 1, "out": str(out),
-               "model": str(out / "best.safetensors")}
+               "model": str(out / "best.safetensors"), "epochs_run": len(history), "stopped_early": stopped}
     if ddp:
         import torch.distributed as dist
 

@@ -1,0 +1,105 @@
+"""What a training run is: one dataclass, read from YAML/JSON files and flags, checked before use.
+
+Kept apart from the loop in :mod:`fervid.engine` so that tools that only read or write
+configs (``tune``, the CLI) need not reason about the loop.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .augment import AugmentConfig
+from .errors import BadInputError
+
+
+@dataclass
+class TrainConfig:
+    # data
+    data: str = "../shared/datasets/fer2013"
+    train_split: str = "Training"
+    val_split: str = "PublicTest"
+    classes: str = "all"
+    merge: str = ""
+    limit: int = 0  # train on a seeded random N of the training faces (quick experiments, tests)
+    # model and optimisation
+    model: str = "vgg_s"
+    epochs: int = 60
+    batch_size: int = 128
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | onecycle | constant
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    class_weighting: str = "none"  # none | loss | sampler
+    mixup: float = 0.0  # Beta(alpha, alpha); 0 = off
+    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # run
+    patience: int = 0  # stop after this many epochs without a better val accuracy; 0 = never
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto | bf16 | fp32
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    out: str = "runs/exp"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Build from a config file's mapping; unknown keys and wrong types are one-line errors."""
+        d = dict(d)
+        aug = d.pop("augment", None) or {}
+        if not isinstance(aug, dict):
+            raise BadInputError(f"config key 'augment' must be a mapping of augmentation strengths, got {aug!r}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        aug_names = {f.name for f in dataclasses.fields(AugmentConfig)}
+        if unknown or set(aug) - aug_names:
+            raise BadInputError(f"unknown config key(s): {', '.join(unknown + sorted(set(aug) - aug_names))}")
+        return cls(**_typed(cls, d, ""), augment=AugmentConfig(**_typed(AugmentConfig, aug, "augment.")))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Refuse values that would fail deep inside training (or, worse, silently train something else)."""
+        choices = {"optimizer": ("sgd", "adamw"), "schedule": ("cosine", "onecycle", "constant"),
+                   "class_weighting": ("none", "loss", "sampler"), "precision": ("auto", "bf16", "fp32")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise BadInputError(f"unknown {name.replace('_', ' ')} {getattr(self, name)!r} "
+                                    f"(use {', '.join(allowed)})")
+        a = self.augment
+        checks = [("epochs", self.epochs >= 1), ("batch_size", self.batch_size >= 1), ("lr", self.lr > 0),
+                  ("limit", self.limit >= 0), ("patience", self.patience >= 0), ("threads", self.threads >= 0),
+                  ("warmup_epochs", self.warmup_epochs >= 0), ("mixup", self.mixup >= 0),
+                  ("label_smoothing", 0 <= self.label_smoothing < 1), ("ema", 0 <= self.ema < 1),
+                  ("aug_flip", 0 <= a.flip <= 1), ("aug_erase", 0 <= a.erase <= 1),
+                  ("aug_erase_area", 0 < a.erase_area <= 1), ("aug_crop", 0 <= a.crop < 1),
+                  ("aug_rotate", a.rotate >= 0), ("aug_shift", a.shift >= 0), ("aug_scale", 0 <= a.scale < 1)]
+        for name, ok in checks:
+            if not ok:
+                value = getattr(a, name[4:]) if name.startswith("aug_") else getattr(self, name)
+                raise BadInputError(f"{name.replace('_', '-')} {value!r} is out of range")
+
+
+def _typed(cls: type, d: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """``d`` with each value checked against its field's type (YAML reads ``5e-2`` as a string: accepted)."""
+    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    out = {}
+    for k, v in d.items():
+        t = types[k]
+        if t in ("int", "float") and isinstance(v, str):
+            try:
+                v = int(v) if t == "int" else float(v)
+            except ValueError:
+                pass
+        ok = {"str": isinstance(v, str), "bool": isinstance(v, bool),
+              "int": isinstance(v, int) and not isinstance(v, bool),
+              "float": isinstance(v, (int, float)) and not isinstance(v, bool)}.get(t, True)
+        if not ok:
+            raise BadInputError(f"config key {prefix}{k}: expected {t}, got {v!r}")
+        out[k] = float(v) if t == "float" else v
+    return out
