@@ -238,6 +238,8 @@ def evaluate(model: Any, meta: dict[str, Any], faces: FaceSet, tta: bool = False
     """
     if len(faces) == 0:
         raise BadInputError(f"{faces.name or 'data'}: no faces to evaluate")
+    if batch_size < 1:
+        raise BadInputError(f"batch size must be at least 1, got {batch_size}")
     model_classes = list(meta["classes"])
     cols = _columns(model_classes, faces.classes)
     t0 = time.time()

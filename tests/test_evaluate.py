@@ -255,7 +255,9 @@ def test_bad_model_file_is_one_line_exit_2(tmp_path, capsys, make):
 def test_bad_data_and_classes_are_exit_2(run_dir, tmp_path, capsys):
     for extra in (["--data", str(tmp_path / "nowhere.csv")],
                   ["--data", str(FER), "--classes", "happy,joy"],
-                  ["--data", str(FER), "--split", "Validation"]):
+                  ["--data", str(FER), "--split", "Validation"],
+                  ["--data", str(FER), "--batch-size", "0"],
+                  ["--data", str(FER), "--merge", "happy:sad"]):
         rc, _, err = _cli(["evaluate", "--model", str(run_dir), "--out-dir", str(tmp_path / "x"), *extra], capsys)
         assert rc == 2 and len(err.strip().splitlines()) == 1 and "error:" in err, extra
 
