@@ -2,9 +2,15 @@
 // Plain browser JavaScript, no build step. The server does all recognition; this only draws its JSON.
 "use strict";
 
-const COLOURS = { angry: "#d62728", disgust: "#8c8c1f", fear: "#9467bd", happy: "#ff7f0e",
-  sad: "#1f77b4", surprise: "#17becf", neutral: "#7f7f7f" };
-const colour = (emotion) => COLOURS[emotion] || "#e377c2";
+// Class colours come from /v1/model (fervid.draw's), so the page matches annotated images.
+let COLOURS = {};
+const colour = (emotion) => COLOURS[emotion] || "#888888";
+// Black or white text, whichever reads better on a "#rrggbb" background.
+function inkOn(hex) {
+  const n = parseInt(hex.slice(1), 16);
+  const lum = 0.299 * (n >> 16) + 0.587 * ((n >> 8) & 255) + 0.114 * (n & 255);
+  return lum > 140 ? "#000" : "#fff";
+}
 const pct = (p) => `${Math.round(p * 100)}%`;
 const $ = (id) => document.getElementById(id);
 
@@ -39,7 +45,7 @@ function drawFaces(ctx, faces, sx = 1, sy = 1) {
     const ty = y - th >= 0 ? y : y + h + th;  // above the box, or below it at the top edge
     ctx.fillStyle = c;
     ctx.fillRect(x - unit / 2, ty - th, tw, th);
-    ctx.fillStyle = "#fff";
+    ctx.fillStyle = inkOn(c);
     ctx.fillText(label, x + unit, ty - unit);
   });
 }
@@ -121,6 +127,7 @@ async function handleFile(file) {
     const ctx = canvas.getContext("2d");
     ctx.drawImage(bitmap, 0, 0);
     drawFaces(ctx, data.faces, bitmap.width / data.width, bitmap.height / data.height);
+    canvas.dataset.loaded = "1";
     stage.hidden = false;
   } else {
     stage.hidden = true;
@@ -215,7 +222,8 @@ function setMode(mode) {
   const webcam = mode === "webcam";
   $("image-panel").hidden = webcam;
   $("webcam-panel").hidden = !webcam;
-  $("image-stage").hidden = webcam || !$("canvas").width;
+  $("image-stage").hidden = webcam || !$("canvas").dataset.loaded;
+  $("cam-stage").hidden = !webcam;
   $("mode-image").classList.toggle("active", !webcam);
   $("mode-webcam").classList.toggle("active", webcam);
   $("mode-image").setAttribute("aria-pressed", String(!webcam));
@@ -230,6 +238,7 @@ async function showModel() {
     const response = await fetch("/v1/model");
     if (!response.ok) return;
     const m = await response.json();
+    COLOURS = m.colors || {};
     const acc = typeof m.accuracy === "number" ? `, validation accuracy ${pct(m.accuracy)}` : "";
     $("model-info").textContent = `Model: ${m.arch} (${m.classes.length} classes${acc}).`;
   } catch (e) { /* the page still works without it */ }
