@@ -17,6 +17,14 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
+def _one_line_parse_error(e: Exception) -> str:
+    """PyYAML's messages span several lines with a caret drawing; errors here are one line."""
+    mark = getattr(e, "problem_mark", None)
+    if mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {getattr(e, 'problem', None) or 'syntax error'}"
+    return " ".join(str(e).split())
+
+
 def load_config_file(path: str) -> dict:
     p = Path(path)
     try:
@@ -31,7 +39,8 @@ def load_config_file(path: str) -> dict:
         else:
             data = json.loads(text)
     except Exception as e:
-        raise BadInputError(f"{p}: not valid {'YAML' if p.suffix.lower() in ('.yaml', '.yml') else 'JSON'} ({e})") from None
+        raise BadInputError(f"{p}: not valid {'YAML' if p.suffix.lower() in ('.yaml', '.yml') else 'JSON'} "
+                            f"({_one_line_parse_error(e)})") from None
     if not isinstance(data, dict):
         raise BadInputError(f"{p}: config must be a mapping of option names to values")
     return data
@@ -48,7 +57,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
         "val_split": "split for validation, checkpoint selection and early stopping",
         "classes": "class set: all, no-disgust, no-disgust-fear or a comma list",
         "merge": "fold dropped classes into kept ones, e.g. disgust:angry",
-        "limit": "train on the first N faces only (0 = all)",
+        "limit": "train on a seeded random N of the training faces (0 = all)",
         "model": "architecture (see `fervid models`)",
         "schedule": "cosine, onecycle or constant (all with linear warmup)",
         "class_weighting": "none, loss (inverse-frequency weights) or sampler (balanced sampling)",
@@ -102,18 +111,27 @@ def _write_curves(run_dir: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine import train
+    import os
+
+    from ..engine import TrainConfig, train
 
     if args.resume:
-        from ..engine import TrainConfig
-
+        # A resumed run replays its saved config exactly; silently ignoring a flag would
+        # let the user believe they changed something.
+        given = sorted(f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+                       if v is not None and (k == "config" or k.startswith("aug_")
+                                             or k in {f.name for f in dataclasses.fields(TrainConfig)}))
+        if given:
+            raise BadInputError(f"--resume continues {args.resume} with its saved config; "
+                                f"it cannot take {', '.join(given)}")
         cfg = TrainConfig(out=args.resume)
     else:
         cfg = config_from_args(args)
     summary = train(cfg, resume=bool(args.resume), progress=not args.no_progress)
-    _write_curves(Path(summary["out"]))
-    print(f"best val accuracy {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']}; "
-          f"model: {summary['model']}")
+    _write_curves(Path(summary["out"]))  # rank 0 only, checked inside
+    if os.environ.get("RANK", "0") == "0":
+        print(f"best val accuracy {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']}; "
+              f"model: {summary['model']}")
     return 0
 
 
