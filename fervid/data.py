@@ -304,6 +304,8 @@ def _write_cache(cache: Path, stale_glob: str, raw: RawFer, equalized: np.ndarra
         for old in cache.parent.glob(stale_glob):  # the same source before it changed
             if old != cache:
                 old.unlink(missing_ok=True)
+        for old in cache.parent.glob("fer-" + "[0-9a-f]" * 20 + ".npz"):  # version 1 caches, never read again
+            old.unlink(missing_ok=True)
     except OSError as e:  # a read-only cache dir costs speed, not correctness
         print(f"fervid: could not write cache {cache}: {e}", file=sys.stderr)
 

@@ -372,3 +372,45 @@ def test_full_dataset_counts_and_fast_second_load(monkeypatch):
     print(f"second full load of Training: best {min(times):.3f}s of {[round(t, 3) for t in times]}")
     assert len(fs) == 28709
     assert min(times) < 0.6, times
+
+
+def test_old_cache_format_is_cleaned_up(fer_csv, cache_dir):
+    v1 = cache_dir / "fer-0123456789abcdef0123.npz"
+    v1.write_bytes(b"old compressed cache")
+    other = cache_dir / "notes.npz"
+    other.write_bytes(b"not ours")
+    load_faces(fer_csv, "all")
+    assert not v1.exists() and other.exists()
+
+
+# --- preprocessing (the existing helpers the readers and models rely on) ------------------------
+
+def test_to_gray_and_equalize():
+    from fervid.preprocess import equalize_batch, to_gray
+
+    rng = np.random.default_rng(0)
+    bgr = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    gray = to_gray(bgr)
+    assert gray.shape == (20, 30) and np.array_equal(gray, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+    bgra = np.dstack([bgr, np.full((20, 30), 255, np.uint8)])
+    assert np.array_equal(to_gray(bgra), gray)
+    assert to_gray(gray) is gray and np.array_equal(to_gray(gray[:, :, None]), gray)
+    with pytest.raises(ValueError):
+        to_gray(np.zeros((4, 4, 2), np.uint8))
+    faces = np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p, _ in committed_faces("test")[:5]])
+    before = faces.copy()
+    eq = equalize_batch(faces)
+    assert np.array_equal(faces, before), "equalize_batch must not write into its input"
+    assert all(np.array_equal(eq[i], equalize(faces[i])) for i in range(len(faces)))
+    assert eq.min() == 0 and eq.max() == 255
+
+
+def test_normalize_matches_the_constants_it_promises():
+    from fervid.preprocess import MEAN, STD, normalize
+
+    fs = load_faces(TEST_FER, "all")
+    x = normalize(fs.images)
+    assert x.shape == (len(fs), 1, 48, 48) and x.dtype == np.float32
+    # Equalized faces are near-uniform on 0..255: normalised, each face is ~N(0, 1)-scaled.
+    assert abs(float(x.mean())) < 0.05 and abs(float(x.std()) - 1.0) < 0.05
+    assert np.allclose(x[0, 0], (fs.images[0] / 255.0 - MEAN) / STD, atol=1e-6)

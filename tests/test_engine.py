@@ -233,3 +233,41 @@ def test_divergence_is_a_one_line_error(tmp_path, sets):
     with pytest.raises(TrainingDivergedError, match="lower --lr") as e:
         run(tmp_path / "boom", sets, epochs=1, lr=1e30, schedule="constant", warmup_epochs=0, weight_decay=0)
     assert isinstance(e.value, FervidError)
+
+
+def test_to_input_matches_the_numpy_path(sets):
+    """The PyTorch path (training) and the NumPy path (ONNX recognition) must feed models alike."""
+    from fervid.engine import to_input
+    from fervid.preprocess import normalize
+
+    imgs = sets[1].images[:6]
+    assert torch.allclose(to_input(torch.from_numpy(imgs), torch.device("cpu")), torch.from_numpy(normalize(imgs)),
+                          atol=1e-6)
+
+
+def test_predict_logits_batches_and_tta(sets):
+    from fervid.engine import accuracy
+
+    torch.manual_seed(0)
+    model = create_model("vgg_tiny").eval()
+    imgs = sets[1].images
+    whole = predict_logits(model, imgs, batch_size=512)
+    assert whole.shape == (len(imgs), 7)
+    assert torch.allclose(predict_logits(model, imgs, batch_size=5), whole, atol=1e-5)
+    tta = predict_logits(model, imgs, tta=True)
+    assert tta.shape == whole.shape and torch.allclose(tta.exp().sum(1), torch.ones(len(imgs)), atol=1e-4)
+    labels = sets[1].labels
+    assert accuracy(whole, labels) == float((whole.argmax(1).numpy() == labels).mean())
+    assert predict_logits(model, imgs[:0]).numel() == 0
+
+
+def test_pick_device():
+    from fervid.engine import pick_device
+
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(BadInputError, match="no CUDA GPU"):
+            pick_device("cuda")
+    with pytest.raises(BadInputError, match="unknown device"):
+        pick_device("gpu0")
