@@ -84,9 +84,10 @@ def _quiet_opencv() -> Iterator[None]:
 class VideoReader:
     """A VideoCapture that has proven it can decode (its first frame is held back for ``read``)."""
 
-    def __init__(self, capture: Any, info: VideoInfo, first: np.ndarray | None = None) -> None:
+    def __init__(self, capture: Any, info: VideoInfo, first: np.ndarray | None = None, live: bool = False) -> None:
         self.capture = capture
         self.info = info
+        self.live = live  # a camera: timestamps are wall-clock, not frame index / fps
         self._pending = first
         self.frames_read = 0
 
@@ -136,7 +137,7 @@ def wrap_capture(capture: Any, name: str = "camera") -> VideoReader:
     get = getattr(capture, "get", None)
     fps = float(get(cv2.CAP_PROP_FPS)) if get else 0.0
     info = VideoInfo(name, fps if fps > 0 else 0.0, 0, 0, 0)
-    return VideoReader(capture, info)
+    return VideoReader(capture, info, live=True)
 
 
 def _info(cap: Any, name: str, first: np.ndarray) -> VideoInfo:
@@ -150,8 +151,9 @@ def iter_video(recognizer: Any, source: Any, every: int = 1, smoothing: float = 
                timings: dict[str, float] | None = None) -> Iterator[FrameResult]:
     """Yield a :class:`FrameResult` for every frame of ``source``, one at a time.
 
-    ``source``: a video path, an open :class:`VideoReader`, or a capture-like object (a
-    camera). Times are ``index / fps`` for files and wall-clock seconds for live sources.
+    ``source``: a video path, a camera number, an open :class:`VideoReader`, or a
+    capture-like object (``read() -> (ok, frame)``). Times are ``index / fps`` for files
+    and wall-clock seconds since the first frame for live sources.
     ``timings`` (if given) accumulates seconds spent per stage (``decode``, ``detect``,
     ``classify``, ``track``; ``recognize`` instead of detect + classify for recognisers that
     only have ``predict``), for throughput reports.
@@ -164,11 +166,15 @@ def iter_video(recognizer: Any, source: Any, every: int = 1, smoothing: float = 
     owned = False
     if isinstance(source, (str, os.PathLike)):
         reader, owned = open_video(source), True
+    elif isinstance(source, int) and not isinstance(source, bool):
+        from .webcam import open_camera
+
+        reader, owned = wrap_capture(open_camera(source), f"camera {source}"), True
     elif isinstance(source, VideoReader):
         reader = source
     else:
         reader = wrap_capture(source)
-    live = live if live is not None else reader.info.fps <= 0 or reader.info.frame_count == 0
+    live = reader.live if live is None else live
     t = timings if timings is not None else {}
     # A fervid Recognizer exposes its two stages; other recognisers (fakes, wrappers) just predict.
     split = callable(getattr(recognizer, "detect", None)) and callable(getattr(recognizer, "classify", None))
@@ -186,7 +192,12 @@ def iter_video(recognizer: Any, source: Any, every: int = 1, smoothing: float = 
             t["decode"] += t1 - t0
             if not ok:
                 return
-            stamp = (t1 - start) if live or reader.info.fps <= 0 else index / reader.info.fps
+            if live:
+                stamp = t1 - start
+            elif reader.info.fps > 0:
+                stamp = index / reader.info.fps
+            else:  # a file whose container gives no frame rate: ask the demuxer
+                stamp = float(reader.capture.get(cv2.CAP_PROP_POS_MSEC) or 0.0) / 1000.0
             analysed = index % every == 0
             if analysed:
                 if split:  # same as predict(frame) for a BGR frame, timed in two parts
@@ -300,9 +311,12 @@ def _plan_outputs(src: Path, out: Path | None, csv_p: Path | None, tl_dir: Path 
         if fallback.exists() and not overwrite:
             raise BadInputError(f"{fallback}: already exists (use --overwrite to replace it)")
         out = fallback
+    if out is not None and csv_p is not None and out.resolve() == csv_p.resolve():
+        raise BadInputError(f"{out}: given as both the video and the CSV output")
+    if tl_dir is not None and tl_dir.exists() and not tl_dir.is_dir():
+        raise BadInputError(f"{tl_dir}: timeline folder exists and is not a folder")
     if tl_dir is not None and tl_dir.is_dir() and not overwrite and any(tl_dir.glob("face_*.png")):
         raise BadInputError(f"{tl_dir}: already holds timeline PNGs (use --overwrite to replace them)")
-
     return out
 
 

@@ -148,3 +148,12 @@ def test_headless_opencv_is_detected(monkeypatch):
     monkeypatch.setenv("DISPLAY", ":99")
     with pytest.raises(FervidError, match="no GUI support.*opencv-python"):
         webcam.WindowDisplay()
+
+
+def test_predict_video_on_a_live_source(recognizer, frames):
+    results = list(recognizer.predict_video(FakeCapture(frames[:4])))
+    assert [r.index for r in results] == [0, 1, 2, 3]
+    times = [r.time for r in results]
+    assert times[0] >= 0 and times == sorted(times)  # wall-clock seconds since the first frame
+    with pytest.raises(BadInputError, match="camera 97"):
+        next(iter(recognizer.predict_video(97)))

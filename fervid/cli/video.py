@@ -9,7 +9,7 @@ def add_recognizer_flags(p: argparse.ArgumentParser) -> None:
     """The flags that build a :class:`fervid.recognize.Recognizer` (shared with ``fervid webcam``)."""
     p.add_argument("--model", metavar="MODEL",
                    help="a .onnx or .safetensors fervid model, or a training run folder (default: the bundled model)")
-    p.add_argument("--min-confidence", type=float, default=0.6,
+    p.add_argument("--min-confidence", type=float, default=0.6, metavar="P",
                    help="face detector score a face needs to be recognised, 0..1 (default: 0.6)")
     p.add_argument("--min-face", type=int, default=20, metavar="PX",
                    help="ignore faces smaller than this many pixels (default: 20)")
@@ -21,13 +21,15 @@ def add_recognizer_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smoothing", type=float, default=0.5, metavar="S",
                    help="how strongly each face's emotion is smoothed over analysed frames, 0 (off) to <1 "
                    "(steadier, slower to change); EMA weight of the past (default: 0.5)")
+    p.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime threads for the classifier (default: its own)")
 
 
 def make_recognizer(args: argparse.Namespace):
     from ..recognize import Recognizer
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    return Recognizer(args.model, min_confidence=args.min_confidence, min_face=args.min_face, classes=classes)
+    return Recognizer(args.model, min_confidence=args.min_confidence, min_face=args.min_face, classes=classes,
+                      threads=args.threads)
 
 
 def default_outputs(args: argparse.Namespace) -> tuple[Path | None, Path | None, Path | None]:
@@ -85,5 +87,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--timings", action="store_true",
-                   help="also print where the time went (decode, recognize, track, draw, encode)")
+                   help="also print where the time went (decode, detect, classify, track, draw, encode)")
     p.set_defaults(func=run)
