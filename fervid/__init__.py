@@ -5,4 +5,18 @@ __version__ = "0.1.0"
 
 from .errors import BadInputError, FervidError, ModelFileError  # noqa: E402
 
-__all__ = ["__version__", "FervidError", "BadInputError", "ModelFileError"]
+__all__ = ["__version__", "FervidError", "BadInputError", "ModelFileError", "Recognizer", "Face"]
+
+_LAZY = {"Recognizer": "recognize", "Face": "recognize"}
+
+
+def __getattr__(name: str):
+    # Imported on first use, so `import fervid` (and `fervid --help`) stay light: no OpenCV,
+    # ONNX Runtime or model loading until a recognizer is asked for.
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

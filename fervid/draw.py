@@ -70,18 +70,25 @@ def draw_bars(img: np.ndarray, probabilities: dict[str, float], box: tuple[int, 
         cv2.rectangle(img, (bx, top), (bx + bar_w, bottom), (120, 120, 120), 1)
 
 
-def annotate(image: np.ndarray, faces: Iterable, bars: bool = True, landmarks: bool = False,
-             bars_min_face: int = BARS_MIN_FACE) -> np.ndarray:
-    """A BGR copy of ``image`` with each :class:`~fervid.recognize.Face` drawn on it."""
-    img = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else (
-        cv2.cvtColor(image, cv2.COLOR_BGRA2BGR) if image.shape[2] == 4 else image.copy())
-    for face in faces:
+def draw_faces(image: np.ndarray, faces: Iterable, labels: Sequence[str] | None = None, bars: bool = True,
+               landmarks: bool = False, bars_min_face: int = BARS_MIN_FACE) -> np.ndarray:
+    """Draw each :class:`~fervid.recognize.Face` on a BGR ``image`` in place and return it.
+
+    ``labels`` replaces the default "emotion NN%" text per face (video adds track ids).
+    A gray or BGRA image cannot take colour in place: a BGR copy is drawn on and returned.
+    """
+    img = image
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    for i, face in enumerate(faces):
         x, y, w, h = face.box
         col = color_for(face.emotion)
-        scale = float(np.clip(w / 160, 0.45, 1.4))
+        scale = float(np.clip(w / 160, 0.5, 1.4))
         thick = max(1, int(round(w / 90)))
         cv2.rectangle(img, (x, y), (x + w, y + h), col, thick, cv2.LINE_AA)
-        label = f"{face.emotion} {face.confidence:.0%}"
+        label = labels[i] if labels is not None else f"{face.emotion} {face.confidence:.0%}"
         (tw, th), _ = cv2.getTextSize(label, FONT, 0.6 * scale, max(1, thick // 2))
         ty = y - 6 if y - th - 8 >= 0 else y + th + 6
         _text(img, label, (x + 2, ty), 0.6 * scale, _ink_on(col), max(1, thick // 2), bg=col)
@@ -91,3 +98,8 @@ def annotate(image: np.ndarray, faces: Iterable, bars: bool = True, landmarks: b
         if bars and w >= bars_min_face and face.probabilities:
             draw_bars(img, face.probabilities, face.box, scale)
     return img
+
+
+def annotate(image: np.ndarray, faces: Iterable, **kw) -> np.ndarray:
+    """A BGR copy of ``image`` with the faces drawn on it (see :func:`draw_faces`)."""
+    return draw_faces(image.copy() if image.ndim == 3 and image.shape[2] == 3 else image, faces, **kw)

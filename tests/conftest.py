@@ -53,6 +53,12 @@ def fer_faces() -> tuple[np.ndarray, list[str]]:
     return faces, [p.parent.name for p in paths]
 
 
+@pytest.fixture(scope="session")
+def paste():
+    """The :func:`paste_faces` helper, for tests that build multi-face frames."""
+    return paste_faces
+
+
 def paste_faces(faces: list[np.ndarray], sizes: list[int], canvas: tuple[int, int] = (480, 640),
                 seed: int = 0) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
     """Upscale gray faces to ``sizes`` and paste them, apart, onto a textured BGR canvas.

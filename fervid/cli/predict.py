@@ -1,0 +1,111 @@
+"""``fervid predict``: expressions of the faces in image files, as annotated copies and one table."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _positive_float(text: str) -> float:
+    v = float(text)
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+    return v
+
+
+def run(args: argparse.Namespace) -> int:
+    import cv2
+    from tqdm import tqdm
+
+    from ..batch import TableWriter, annotated_path, describe, error_row, expand_inputs, face_rows
+    from ..draw import annotate
+    from ..errors import BadInputError
+    from ..io import atomic_path
+    from ..recognize import Recognizer, read_image
+
+    out_dir = Path(args.out_dir)
+    table = out_dir / f"predictions.{args.format}"
+    recognizer = Recognizer(args.model, min_confidence=args.min_confidence, min_face=args.min_face,
+                            classes=args.classes, detect=not args.no_detect, threads=args.threads,
+                            **({"pad": args.pad} if args.pad is not None else {}))
+    expanded = expand_inputs(args.inputs, skip=out_dir)
+    if not args.overwrite:  # refuse before any work rather than after half of it
+        planned = [table] + ([] if args.no_annotate else [annotated_path(out_dir, f) for f in expanded.files])
+        existing = [p for p in planned if p.exists()]
+        if existing:
+            more = f" and {len(existing) - 1} more output file(s)" if len(existing) > 1 else ""
+            raise BadInputError(f"{existing[0]}: already exists{more} (use --overwrite to replace, "
+                                "or another --out-dir)")
+
+    def say(line: str, err: bool = False) -> None:
+        if err or not args.quiet:
+            tqdm.write(line, file=sys.stderr if err else sys.stdout)
+
+    n_faces = n_images = n_empty = 0
+    failures = list(expanded.errors)
+    for e in expanded.errors:
+        say(f"fervid predict: error: {e}", err=True)
+    with atomic_path(table, overwrite=args.overwrite) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = TableWriter(fh, args.format, recognizer.classes)
+        for e in expanded.errors:
+            writer.write(error_row(str(e).split(": ", 1)[0], str(e)))
+        bar = tqdm(expanded.files, desc="predict", unit="img", leave=False,
+                   disable=len(expanded.files) < 10 or not sys.stderr.isatty())
+        for item in bar:
+            file = str(item.path)
+            try:
+                image = read_image(item.path)
+            except BadInputError as e:
+                failures.append(e)
+                say(f"fervid predict: error: {e}", err=True)
+                writer.write(error_row(file, str(e)))
+                continue
+            faces = recognizer.predict(image)
+            n_images += 1
+            n_faces += len(faces)
+            n_empty += not faces
+            for row in face_rows(file, faces, recognizer.classes):
+                writer.write(row)
+            if not args.no_annotate:
+                dest = annotated_path(out_dir, item)
+                with atomic_path(dest, overwrite=True) as tmp_img:
+                    if not cv2.imwrite(str(tmp_img), annotate(image, faces)):
+                        raise BadInputError(f"{dest}: OpenCV could not write this image")
+            say(describe(file, faces))
+        bar.close()
+    parts = [f"{n_faces} face{'s' * (n_faces != 1)} in {n_images} image{'s' * (n_images != 1)}",
+             f"{n_empty} without a face"]
+    if failures:
+        parts.append(f"{len(failures)} failed")
+    dest = f"table {table}" + ("" if args.no_annotate else f", annotated images in {out_dir}/")
+    print(f"{', '.join(parts)}; {dest}", file=sys.stderr if args.quiet else sys.stdout)
+    return 2 if failures else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="recognise expressions in image files",
+                       description="Detect faces in images, recognise their expressions, write annotated "
+                       "copies and one table (a row per face; images without a face and unreadable files "
+                       "get a row too). Exit code 2 if any input failed.")
+    p.add_argument("inputs", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
+    p.add_argument("--model", help="an exported .onnx (or its .json), a .safetensors model or a training run "
+                   "folder (default: the model shipped with fervid)")
+    p.add_argument("-o", "--out-dir", default="fervid-out", help="where annotated images and the table go "
+                   "(default: fervid-out)")
+    p.add_argument("--format", choices=("csv", "jsonl"), default="csv",
+                   help="table format: predictions.csv or predictions.jsonl (default: csv)")
+    p.add_argument("--min-confidence", type=_positive_float, default=0.6,
+                   help="face detector score threshold, 0-1 (default: 0.6)")
+    p.add_argument("--min-face", type=int, default=20, help="ignore faces smaller than this many pixels (default: 20)")
+    p.add_argument("--classes", help="comma list of classes to choose from, e.g. happy,sad,neutral "
+                   "(probabilities renormalised over them)")
+    p.add_argument("--no-detect", action="store_true",
+                   help="treat each image as one already cropped face (FER-style), no detection")
+    p.add_argument("--pad", type=float, default=None,
+                   help="padding (fraction of the image size) for a second detection pass on images "
+                   "where none was found; tightly cropped faces need it (default: 0.35; 0 = off)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
+    p.add_argument("--no-annotate", action="store_true", help="write the table only, no annotated images")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("-q", "--quiet", action="store_true", help="no line per image (errors and summary only)")
+    p.set_defaults(func=run)

@@ -1,0 +1,82 @@
+"""ONNX export: the file's interface, its metadata, and agreement with PyTorch on real faces."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from fervid.cli import main  # noqa: E402
+from fervid.errors import ModelFileError  # noqa: E402
+from fervid.export import export_model  # noqa: E402
+from fervid.preprocess import equalize_batch, normalize  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_onnx_interface_and_metadata(tiny_model, tiny_onnx):
+    proto = onnx.load(str(tiny_onnx))
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    (inp,), (out,) = proto.graph.input, proto.graph.output
+    assert inp.name == "input" and out.name == "logits"
+    dims = inp.type.tensor_type.shape.dim
+    assert dims[0].dim_param and not dims[0].dim_value  # dynamic batch
+    assert [d.dim_value for d in dims[1:]] == [1, 48, 48]
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    inside = json.loads({p.key: p.value for p in proto.metadata_props}["fervid"])
+    sidecar = json.loads(tiny_onnx.with_suffix(".json").read_text())
+    from fervid.checkpoint import read_meta
+
+    meta = read_meta(tiny_model)
+    for key in ("classes", "input_size", "mean", "std", "preprocess", "arch", "params", "mflops", "trained", "metrics"):
+        assert inside[key] == meta[key] == sidecar[key], key
+    assert sidecar["onnx"]["input"] == "input" and sidecar["onnx"]["opset"] >= 17
+
+
+def test_onnx_runtime_matches_pytorch_on_real_faces(tiny_model, tiny_onnx, fer_faces):
+    import onnxruntime as ort
+
+    from fervid.checkpoint import load_model
+
+    model, _ = load_model(tiny_model)
+    x = normalize(equalize_batch(fer_faces[0]))
+    with torch.no_grad():
+        p_torch = torch.softmax(model(torch.from_numpy(x)), -1).numpy()
+    sess = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
+    for batch in (1, 7, len(x)):  # dynamic batch sizes all agree
+        logits = np.concatenate([sess.run(["logits"], {"input": x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+        p_onnx = np.exp(logits - logits.max(1, keepdims=True))
+        p_onnx /= p_onnx.sum(1, keepdims=True)
+        assert np.abs(p_onnx - p_torch).max() < 1e-4
+    assert model.training is False
+
+
+def test_export_cli_from_run_folder_and_overwrite(tiny_model, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(tiny_model.parent), "-o", str(out)]) == 0
+    assert out.is_file() and out.with_suffix(".json").is_file()
+    assert "wrote" in capsys.readouterr().out
+    before = out.stat().st_mtime_ns
+    assert main(["export", str(tiny_model), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "already exists" in err and str(out) in err
+    assert out.stat().st_mtime_ns == before
+    assert main(["export", str(tiny_model), "-o", str(out), "--overwrite"]) == 0
+
+
+@pytest.mark.parametrize("kind", ["text", "yunet", "missing"])
+def test_export_refuses_files_that_are_not_fervid_models(kind, tmp_path, capsys):
+    src = {"text": tmp_path / "notes.safetensors", "yunet": ROOT / "fervid" / "assets" / "yunet.onnx",
+           "missing": tmp_path / "nope.safetensors"}[kind]
+    if kind == "text":
+        src.write_text("not a model\n")
+    with pytest.raises(ModelFileError):
+        export_model(src, tmp_path / "x.onnx")
+    assert main(["export", str(src), "-o", str(tmp_path / "y.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(src) in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "y.onnx").exists()
