@@ -42,11 +42,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .errors import FervidError
+from .errors import BadInputError, FervidError
 from .serve_schemas import (BatchResponse, ErrorResponse, ModelResponse, PredictResponse, VideoResponse,
                       image_body, video_body)
-from .uploads import (MULTIPART_OVERHEAD, NEUTRAL_TYPES, Upload, UploadError, decode_image, mb,
-                      media_type, parse_multipart, read_body)
+from .uploads import (MULTIPART_OVERHEAD, Upload, UploadError, decode_image, mb, media_type, parse_multipart,
+                      read_body, read_upload)
 
 log = logging.getLogger("fervid.serve")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -83,21 +83,29 @@ class ServeConfig:
         for name in ("max_upload_mb", "max_pixels", "max_batch_files", "max_batch_mb", "max_video_mb",
                      "max_video_seconds"):
             if not getattr(self, name) > 0:
-                raise FervidError(f"{name} must be > 0, got {getattr(self, name)}")
+                raise BadInputError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.concurrency is not None and self.concurrency < 1:
-            raise FervidError(f"concurrency must be >= 1, got {self.concurrency}")
+            raise BadInputError(f"concurrency must be >= 1, got {self.concurrency}")
 
 
 def _bytes(megabytes: float) -> int:
     return int(megabytes * 1_000_000)
 
 
+def _rounded(value: Any, digits: int = 4) -> Any:
+    """Floats rounded (nested), so answers carry measurement precision, not float noise."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v, digits) for v in value]
+    return value
+
+
 def _face_json(face: Any) -> dict[str, Any]:
-    """The contract fields of a ``fervid.recognize.Face``, rounded for the wire."""
-    return {"box": [int(v) for v in face.box], "score": round(float(face.score), 4),
-            "landmarks": [[round(float(x), 1), round(float(y), 1)] for x, y in face.landmarks],
-            "emotion": face.emotion, "confidence": round(float(face.confidence), 4),
-            "probabilities": {k: round(float(v), 4) for k, v in face.probabilities.items()}}
+    """A ``fervid.recognize.Face`` as its ``to_dict()`` gives it (as the CLI does), rounded for the wire."""
+    return _rounded(face.to_dict())
 
 
 def _colors(classes: list[str]) -> dict[str, str]:
@@ -109,6 +117,14 @@ def _colors(classes: list[str]) -> dict[str, str]:
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 2)
+
+
+def load_recognizer(config: ServeConfig) -> Any:
+    """One ``Recognizer`` as ``config`` describes it (one ONNX Runtime thread: requests run in parallel)."""
+    from .recognize import Recognizer
+
+    return Recognizer(config.model, min_confidence=config.min_confidence, min_face=config.min_face,
+                      classes=config.classes, threads=1)
 
 
 class Service:
@@ -129,11 +145,7 @@ class Service:
         self._loaded = 0
 
     def _new_recognizer(self) -> Any:
-        from .recognize import Recognizer
-
-        cfg = self.config
-        return Recognizer(cfg.model, min_confidence=cfg.min_confidence, min_face=cfg.min_face,
-                          classes=cfg.classes, threads=1)
+        return load_recognizer(self.config)
 
     def load(self) -> None:
         """Fill the pool (idempotent); the first load raises ModelFileError for a bad model."""
@@ -187,7 +199,6 @@ class Service:
         The upload is written to a private temporary folder because OpenCV only reads
         videos from files; the folder is removed in ``finally``, whatever happens.
         """
-        from .errors import BadInputError
         from .video import csv_header, csv_row, iter_video, open_video
 
         name = Path(upload.filename).name or "upload"
@@ -241,34 +252,6 @@ class Service:
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-async def _single_upload(request: Request, limit: int, kind: Literal["image", "video"]) -> Upload:
-    """The one file of a request: multipart field ``file``, or the raw body with its media type."""
-    ctype = media_type(request.headers.get("content-type"))
-    clen = request.headers.get("content-length")
-    if ctype == "multipart/form-data":
-        body = await read_body(request.stream(), clen, limit + MULTIPART_OVERHEAD, "upload")
-        items = await parse_multipart(request.headers, body, max_files=1)
-        files = [v for k, v in items if k == "file" and isinstance(v, Upload)]
-        if not files:
-            raise UploadError(400, f"no file: send the {kind} in the multipart field 'file'")
-        if len(files[0].data) > limit:
-            raise UploadError(413, f"{kind} is larger than the {mb(limit)} limit")
-        if not files[0].data:
-            raise UploadError(400, "the uploaded file is empty")
-        return files[0]
-    accepted = ctype.startswith(f"{kind}/") or ctype in NEUTRAL_TYPES
-    if ctype and not accepted:
-        raise UploadError(415, f"unsupported media type {ctype!r}: send multipart/form-data with the {kind} "
-                               f"in field 'file', or the {kind} itself as the body with its {kind}/* type")
-    body = await read_body(request.stream(), clen, limit, kind)
-    if not body:
-        raise UploadError(400, f"no file: the request body is empty (send the {kind} in the multipart "
-                               "field 'file', or as the raw body)")
-    if not ctype:
-        raise UploadError(415, f"missing Content-Type: label the body with its {kind}/* media type")
-    return Upload("", ctype, body)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -353,7 +336,7 @@ def create_app(model: str | os.PathLike | None = None, *, recognizer: Any = None
                                                           description="image format with annotate=true")
                       ) -> Response:
         t0 = time.perf_counter()
-        upload = await _single_upload(request, _bytes(config.max_upload_mb), "image")
+        upload = await read_upload(request, _bytes(config.max_upload_mb), "image")
         res = await service.run(service.predict_image, upload, annotate, fmt)
         total = time.perf_counter() - t0
         if annotate:
@@ -409,7 +392,7 @@ def create_app(model: str | os.PathLike | None = None, *, recognizer: Any = None
                     every: int = Query(1, ge=1, le=1000, description="analyse every N-th frame"),
                     smoothing: float = Query(0.5, ge=0.0, lt=1.0, description="temporal smoothing, 0 = off"),
                     fmt: Literal["json", "csv"] = Query("json", alias="format")) -> Response:
-        upload = await _single_upload(request, _bytes(config.max_video_mb), "video")
+        upload = await read_upload(request, _bytes(config.max_video_mb), "video")
         res = await service.run(service.process_video, upload, every, smoothing)
         rows = res.pop("rows")
         if fmt == "csv":

@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Literal
 
 import cv2
 import numpy as np
@@ -119,6 +119,34 @@ async def parse_multipart(headers, body: bytes, max_files: int) -> list[tuple[st
     finally:
         await form.close()
     return items
+
+
+async def read_upload(request: Any, limit: int, kind: Literal["image", "video"]) -> Upload:
+    """The one file of a request: multipart field ``file``, or the raw body with its media type."""
+    ctype = media_type(request.headers.get("content-type"))
+    clen = request.headers.get("content-length")
+    if ctype == "multipart/form-data":
+        body = await read_body(request.stream(), clen, limit + MULTIPART_OVERHEAD, "upload")
+        items = await parse_multipart(request.headers, body, max_files=1)
+        files = [v for k, v in items if k == "file" and isinstance(v, Upload)]
+        if not files:
+            raise UploadError(400, f"no file: send the {kind} in the multipart field 'file'")
+        if len(files[0].data) > limit:
+            raise UploadError(413, f"{kind} is larger than the {mb(limit)} limit")
+        if not files[0].data:
+            raise UploadError(400, "the uploaded file is empty")
+        return files[0]
+    accepted = ctype.startswith(f"{kind}/") or ctype in NEUTRAL_TYPES
+    if ctype and not accepted:
+        raise UploadError(415, f"unsupported media type {ctype!r}: send multipart/form-data with the {kind} "
+                               f"in field 'file', or the {kind} itself as the body with its {kind}/* type")
+    body = await read_body(request.stream(), clen, limit, kind)
+    if not body:
+        raise UploadError(400, f"no file: the request body is empty (send the {kind} in the multipart "
+                               "field 'file', or as the raw body)")
+    if not ctype:
+        raise UploadError(415, f"missing Content-Type: label the body with its {kind}/* media type")
+    return Upload("", ctype, body)
 
 
 def sniff(data: bytes) -> str | None:

@@ -34,6 +34,8 @@ CHROMIUM = os.environ.get("FERVID_CHROMIUM") or shutil.which("chromium") or "/us
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TIMEOUT_MS = 60_000
+if not Path(CHROMIUM).exists():  # checked here: fixtures would train the tiny model first
+    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
 
 def fer_face(emotion: str) -> np.ndarray:
@@ -79,7 +81,9 @@ def launch(playwright, extra_args: list[str] = ()):
 
 @pytest.fixture(scope="module")
 def playwright():
+    """Playwright, once a Chromium was found and launched (else skip, before any server starts)."""
     with sync_api.sync_playwright() as p:
+        launch(p).close()
         yield p
 
 
@@ -121,7 +125,7 @@ def check_result(page, expected: list[dict], colors: dict[str, str], size: tuple
         == list(size)
 
 
-def test_upload_shows_faces_labels_bars_and_boxes(server, playwright, scene_file, tmp_path):
+def test_upload_shows_faces_labels_bars_and_boxes(playwright, server, scene_file, tmp_path):
     colors = httpx.get(f"{server}/v1/model").json()["colors"]
     browser = launch(playwright)
     try:
@@ -177,7 +181,7 @@ def write_y4m(path: Path, frame: np.ndarray, frames: int = 10) -> Path:
     return path
 
 
-def test_webcam_mode_sends_frames_and_draws_live_labels(server, playwright, tmp_path):
+def test_webcam_mode_sends_frames_and_draws_live_labels(playwright, server, tmp_path):
     frame, _ = paste_faces([fer_face("happy"), fer_face("surprise")], [160, 180])
     fake = write_y4m(tmp_path / "camera.y4m", frame)
     browser = launch(playwright, ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",

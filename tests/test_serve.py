@@ -254,7 +254,7 @@ def test_unexpected_failure_is_a_bare_500(app, client, scene_png, monkeypatch):
     monkeypatch.setattr(app.state.service, "predict_image", boom)
     quiet = TestClient(app, raise_server_exceptions=False)  # lifespan already ran in `client`
     r = quiet.post("/v1/predict", content=scene_png, headers={"Content-Type": "image/png"})
-    body = assert_error(r, 500, "internal server error")
+    assert_error(r, 500, "internal server error")
     assert "secret" not in r.text and "passwd" not in r.text
 
 

@@ -89,16 +89,18 @@ def run(args: argparse.Namespace) -> int:
         max_video_seconds=args.max_video_seconds, concurrency=threads, min_confidence=args.min_confidence,
         min_face=args.min_face, classes=classes)
     _check_port(args.host, args.port)
+    import logging
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     # Load once here, so a bad model is a one-line error before the port opens.
-    service = serve.Service(config)
-    service.load()
+    recognizer = serve.load_recognizer(config)
     if args.host not in LOOPBACK:
         print(f"fervid serve: warning: listening on {args.host}, reachable from other machines; the API has "
               "no authentication", file=sys.stderr)
     print(f"fervid serve: http://{args.host}:{args.port}/ (API docs at /docs), {args.workers} worker(s), "
           f"{threads} inference thread(s) each; Ctrl-C stops", file=sys.stderr)
     if args.workers == 1:
-        app = serve.create_app(config.model, recognizer=service.recognizer, **serve.settings_of(config))
+        app = serve.create_app(config.model, recognizer=recognizer, **serve.settings_of(config))
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     else:
         os.environ[serve.ENV_CONFIG] = serve.config_to_env(config)
