@@ -1,7 +1,6 @@
 """The webcam loop with a fake camera and a fake window, and its one-line errors."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np
