@@ -103,7 +103,11 @@ class ClassSet:
 
 @dataclass
 class RawFer:
-    """Every face of a source, undecided about splits and classes."""
+    """Every face of a source, undecided about splits and classes.
+
+    From the cache, ``images`` and ``equalized`` are read-only memory maps: index them
+    (which copies) rather than writing into them.
+    """
 
     images: np.ndarray  # uint8 [N, 48, 48], as stored (not equalized)
     labels: np.ndarray  # int64 [N], FER numbering

@@ -231,12 +231,13 @@ def test_cache_hit_and_invalidation_by_mtime_and_size(tmp_path, cache_dir, monke
 def test_csv_cache_is_faster_and_follows_content(tmp_path, cache_dir):
     rows = face_rows() * 20  # ~1400 rows: parsing takes long enough to time
     path = write_csv(tmp_path / "big.csv", rows)
-    t0 = time.perf_counter()
+    # CPU time, not wall time: the test must hold on a busy machine too.
+    t0 = time.process_time()
     first = load_faces(path, "all")
-    t_first = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t_first = time.process_time() - t0
+    t0 = time.process_time()
     second = load_faces(path, "all")
-    t_second = time.perf_counter() - t0
+    t_second = time.process_time() - t0
     assert np.array_equal(first.images, second.images)
     assert t_second < t_first / 3, (t_first, t_second)
     # Same size, new content: the mtime changes the key.
@@ -364,14 +365,17 @@ def test_full_dataset_counts_and_fast_second_load(monkeypatch):
         fs = load_faces(src, split)
         assert fs.counts == expected and len(fs) == sum(expected.values())
         assert fs.images.shape == (len(fs), 48, 48)
-    times = []
+    cpu, wall = [], []
     for _ in range(3):
-        t0 = time.perf_counter()
+        t0, w0 = time.process_time(), time.perf_counter()
         fs = load_faces(src, "Training")
-        times.append(time.perf_counter() - t0)
-    print(f"second full load of Training: best {min(times):.3f}s of {[round(t, 3) for t in times]}")
+        cpu.append(time.process_time() - t0)
+        wall.append(time.perf_counter() - w0)
+    print(f"cached full load of Training: CPU {min(cpu):.3f}s, wall {min(wall):.3f}s (best of 3)")
     assert len(fs) == 28709
-    assert min(times) < 0.6, times
+    # The work a load does (scan 32k file stats, map the cache, copy the split) is well under
+    # a second; CPU time is asserted because wall time on a shared machine measures the others.
+    assert min(cpu) < 0.5, cpu
 
 
 def test_old_cache_format_is_cleaned_up(fer_csv, cache_dir):

@@ -140,7 +140,7 @@ def _lines(path: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
-    data = _training_csv(tmp_path / "fer2013.csv", copies=2)
+    data = _training_csv(tmp_path / "fer2013.csv", copies=1)
     args = ["--data", str(data), "--train-split", "Training", "--val-split", "PublicTest", "--model", "vgg_tiny",
             "--epochs", "4", "--batch-size", "8", "--lr", "0.02", "--ema", "0.9", "--seed", "5",
             "--threads", "1", "--device", "cpu", "--no-progress"]
