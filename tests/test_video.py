@@ -113,7 +113,7 @@ def test_predict_video_every_reuses_results_between_samples(recognizer, clip):
 
 def test_cli_writes_video_csv_and_timelines(clip, tiny_onnx, tmp_path, capsys):
     out = tmp_path / "out" / "annotated.mp4"
-    rc = main(["video", str(clip), "-o", str(out), "--model", str(tiny_onnx), "--quiet", "--timings"])
+    rc = main(["video", str(clip), "-o", str(out), "--model", str(tiny_onnx), "--quiet", "--timings", "--threads", "1"])
     assert rc == 0
     stdout = capsys.readouterr().out
     assert f"{N_FRAMES} frames" in stdout and "2 tracks" in stdout and "frames/s" in stdout
@@ -149,7 +149,7 @@ def test_cli_writes_video_csv_and_timelines(clip, tiny_onnx, tmp_path, capsys):
 def test_cli_every_keeps_frame_count_and_samples_rows(clip, tiny_onnx, tmp_path):
     out = tmp_path / "every.mp4"
     assert main(["video", str(clip), "-o", str(out), "--model", str(tiny_onnx), "--every", "3",
-                 "--no-timeline", "--quiet"]) == 0
+                 "--no-timeline", "--quiet", "--threads", "1"]) == 0
     assert count_frames(out)[0] == N_FRAMES
     rows = read_csv(out.with_suffix(".csv"))
     assert len(rows) == (N_FRAMES // 3) * 2
@@ -160,15 +160,16 @@ def test_cli_every_keeps_frame_count_and_samples_rows(clip, tiny_onnx, tmp_path)
 def test_cli_no_video_writes_only_the_table(clip, tiny_onnx, tmp_path):
     table = tmp_path / "t.csv"
     assert main(["video", str(clip), "--no-video", "--csv", str(table), "--timeline-dir", str(tmp_path / "tl"),
-                 "--model", str(tiny_onnx), "--quiet"]) == 0
-    assert len(read_csv(table)) == N_FRAMES * 2
+                 "--model", str(tiny_onnx), "--quiet", "--every", "5", "--threads", "1"]) == 0
+    assert len(read_csv(table)) == (N_FRAMES // 5) * 2
     assert not list(tmp_path.glob("*.mp4")) and len(list((tmp_path / "tl").glob("*.png"))) == 2
 
 
 def test_cli_refuses_to_overwrite(clip, tiny_onnx, tmp_path, capsys):
     out = tmp_path / "o.mp4"
     out.write_bytes(b"keep me")
-    args = ["video", str(clip), "-o", str(out), "--model", str(tiny_onnx), "--quiet", "--no-timeline"]
+    args = ["video", str(clip), "-o", str(out), "--model", str(tiny_onnx), "--quiet", "--no-timeline",
+            "--every", "10", "--threads", "1"]
     assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == b"keep me"
     assert not out.with_suffix(".csv").exists()
@@ -193,7 +194,7 @@ def _bad(kind: str, folder: Path, good: Path) -> Path:
 def test_cli_bad_input_is_one_line_exit_2_and_no_output(kind, clip, tiny_onnx, tmp_path, capfd):
     bad = _bad(kind, tmp_path, clip)
     outdir = tmp_path / "out"
-    rc = main(["video", str(bad), "-o", str(outdir / "o.mp4"), "--model", str(tiny_onnx), "--quiet"])
+    rc = main(["video", str(bad), "-o", str(outdir / "o.mp4"), "--model", str(tiny_onnx), "--quiet", "--threads", "1"])
     err = capfd.readouterr().err
     assert rc == 2
     lines = [ln for ln in err.splitlines() if ln.strip()]
@@ -236,7 +237,8 @@ def test_interrupted_run_leaves_no_partial_files(recognizer, clip, tmp_path):
 def test_falls_back_to_mjpg_avi_when_mp4_cannot_be_encoded(recognizer, clip, tmp_path, monkeypatch):
     monkeypatch.setattr(video_mod, "encoder_works", lambda suffix: suffix.lower() == ".avi")
     messages: list[str] = []
-    summary = video_mod.process_video(recognizer, clip, tmp_path / "o.mp4", progress=False, notify=messages.append)
+    summary = video_mod.process_video(recognizer, clip, tmp_path / "o.mp4", every=10, progress=False,
+                                      notify=messages.append)
     assert summary.outputs == [str(tmp_path / "o.avi")]
     assert not (tmp_path / "o.mp4").exists() and count_frames(tmp_path / "o.avi")[0] == N_FRAMES
     assert len(messages) == 1 and "o.avi" in messages[0]

@@ -124,7 +124,7 @@ def test_missing_camera_is_a_clear_error():
 
 def test_cli_missing_camera_exit_2(tiny_onnx, monkeypatch, capfd):
     monkeypatch.setattr(webcam, "WindowDisplay", lambda *a, **k: FakeDisplay())
-    rc = main(["webcam", "--camera", "97", "--model", str(tiny_onnx)])
+    rc = main(["webcam", "--camera", "97", "--model", str(tiny_onnx), "--threads", "1"])
     err = capfd.readouterr().err
     assert rc == 2
     assert [ln for ln in err.splitlines() if ln.strip()] == [err.strip()]
