@@ -233,7 +233,7 @@ class Service:
                         raise UploadError(422, f"{name}: video is longer than the "
                                                f"{cfg.max_video_seconds:g} s limit")
                     if result.analysed:
-                        frames.append(result.to_dict())
+                        frames.append(_rounded(result.to_dict()))
                         rows += [csv_row(result, tf, classes) for tf in result.faces]
                 count = reader.frames_read
         finally:
