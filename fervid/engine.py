@@ -122,6 +122,26 @@ class TrainingDivergedError(FervidError, FloatingPointError):
     """The loss became NaN or infinite: a user-fixable setting (usually the learning rate)."""
 
 
+def _ema_with_warmup(decay: float):
+    """EMA update whose decay ramps up as ``min(decay, (1 + n) / (10 + n))``.
+
+    A fixed 0.999 keeps ~40% of the random initial weights after 900 steps, so the
+    averaged model (the one validated and saved) lags for many epochs; the ramp
+    (as in timm's ModelEmaV3) lets it follow early training and smooth late training.
+    """
+    @torch.no_grad()
+    def update(ema_params, params, num_averaged):
+        n = float(num_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        if torch.is_floating_point(ema_params[0]):
+            torch._foreach_lerp_(ema_params, params, 1.0 - d)
+        else:  # integer buffers (BatchNorm's batch counter) just follow the model
+            for e, p in zip(ema_params, params):
+                e.copy_(p)
+
+    return update
+
+
 def _dist_info() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return int(os.environ.get("RANK", "0")), world
@@ -255,9 +275,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         opt = torch.optim.AdamW(groups, lr=cfg.lr)
     ema = None
     if cfg.ema > 0:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        from torch.optim.swa_utils import AveragedModel
 
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+        ema = AveragedModel(model, multi_avg_fn=_ema_with_warmup(cfg.ema), use_buffers=True)
     if saved is not None:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])

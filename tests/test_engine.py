@@ -271,3 +271,19 @@ def test_pick_device():
             pick_device("cuda")
     with pytest.raises(BadInputError, match="unknown device"):
         pick_device("gpu0")
+
+
+def test_ema_decay_warms_up_then_caps():
+    """Early EMA updates follow the model closely; later ones use the configured decay."""
+    from fervid.engine import _ema_with_warmup
+
+    update = _ema_with_warmup(0.9)
+    ema, cur = [torch.zeros(3)], [torch.ones(3)]
+    update(ema, cur, torch.tensor(1))  # decay min(0.9, 2/11) = 0.1818...
+    assert torch.allclose(ema[0], torch.full((3,), 1 - 2 / 11))
+    ema = [torch.zeros(3)]
+    update(ema, cur, torch.tensor(1000))  # capped at 0.9
+    assert torch.allclose(ema[0], torch.full((3,), 0.1))
+    counter = [torch.tensor(3)]
+    update(counter, [torch.tensor(7)], torch.tensor(5))
+    assert int(counter[0]) == 7
