@@ -18,12 +18,12 @@ import argparse
 import csv
 import itertools
 import json
+import pickle
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,11 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eye-y", help="ALIGN_EYE_Y values to sweep (eye line height in the crop)")
     ap.add_argument("--pad-always", action="store_true",
                     help="pad every image before detection, not only those where no face was found")
+    ap.add_argument("--landmark-size", action="store_true",
+                    help="size the crop from the landmarks, not the face box (--scale then sets ALIGN_SCALE_LM)")
     ap.add_argument("--no-rotate", action="store_true", help="do not level the eyes (for comparison)")
     ap.add_argument("--min-confidence", type=float, default=0.6, help="detector threshold (default 0.6)")
     ap.add_argument("--limit", type=int, default=0, help="use a seeded sample of N images (0 = all)")
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--cache", help="keep detections in this .pkl between runs (alignment sweeps then skip detection)")
     args = ap.parse_args(argv)
 
     root = Path(args.data)
@@ -103,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     rec = Recognizer(args.model, min_confidence=args.min_confidence, threads=args.threads)
     labels = [y for _, y in items]
     pads = floats(args.pad) if args.pad else [FaceDetector().pad]
-    scales = floats(args.scale) if args.scale else [preprocess.ALIGN_SCALE]
+    scales = floats(args.scale) if args.scale else [
+        preprocess.ALIGN_SCALE_LM if args.landmark_size else preprocess.ALIGN_SCALE]
     eye_ys = floats(args.eye_y) if args.eye_y else [preprocess.ALIGN_EYE_Y]
     print(f"model {rec.model_path} ({rec.meta.get('arch')}, val acc {rec.meta.get('metrics', {}).get('val_acc')}); "
           f"{len(items)} images from {root}", flush=True)
@@ -114,32 +118,44 @@ def main(argv: list[str] | None = None) -> int:
         if args.pad_always and pad > 0:
             det = AlwaysPad(args.min_confidence, 20, pad=pad)
         t0 = time.perf_counter()
-        dets = []
+        key = (str(root), args.limit, pad, bool(args.pad_always), args.min_confidence)
+        cache = pickle.loads(Path(args.cache).read_bytes()) if args.cache and Path(args.cache).is_file() else {}
+        cached = key in cache
+        dets = cache.get(key, [])
         for k, (path, _) in enumerate(items):
             image = read_image(path)
             grays[k] = preprocess.to_gray(image)
-            found = det.detect(image)
-            dets.append(found[0] if found else None)  # largest face
+            if not cached:
+                found = det.detect(image)
+                dets.append(found[0] if found else None)  # largest face
+        if args.cache and not cached:
+            cache[key] = dets
+            Path(args.cache).write_bytes(pickle.dumps(cache))
         t_det = time.perf_counter() - t0
         for scale, eye_y in itertools.product(scales, eye_ys):
-            preprocess.ALIGN_SCALE, preprocess.ALIGN_EYE_Y = scale, eye_y
+            preprocess.ALIGN_EYE_Y = eye_y
+            if args.landmark_size:
+                preprocess.ALIGN_SCALE_LM = scale
+            else:
+                preprocess.ALIGN_SCALE = scale
             t1 = time.perf_counter()
-            preds: list[str | None] = []
-            for gray, d in zip(grays, dets):
-                if d is None:
-                    preds.append(None)
-                    continue
-                crop = preprocess.align_face(gray, d.landmarks, d.face_size, rotate=not args.no_rotate)
-                p = rec.probabilities(crop[None])[0]
-                preds.append(rec.classes[int(p.argmax())])
+            have = [k for k, d in enumerate(dets) if d is not None]
+            crops = np.stack([preprocess.align_face(grays[k], dets[k].landmarks,
+                                                    None if args.landmark_size else dets[k].face_size,
+                                                    rotate=not args.no_rotate) for k in have])
+            probs = np.concatenate([rec.probabilities(crops[i:i + 64]) for i in range(0, len(crops), 64)])
+            preds: list[str | None] = [None] * len(items)
+            for k, p in zip(have, probs):
+                preds[k] = rec.classes[int(p.argmax())]
             r = score(preds, labels, rec.classes)
-            r.update(pad=pad, pad_always=bool(args.pad_always), scale=scale, eye_y=eye_y, rotate=not args.no_rotate,
-                     detect_ms=round(1000 * t_det / len(items), 2),
+            r.update(pad=pad, pad_always=bool(args.pad_always), landmark_size=bool(args.landmark_size), scale=scale, eye_y=eye_y, rotate=not args.no_rotate,
+                     detect_ms=None if cached else round(1000 * t_det / len(items), 2),
                      classify_ms=round(1000 * (time.perf_counter() - t1) / len(items), 2))
             results.append(r)
             print(f"pad {pad:.2f} scale {scale:.2f} eye_y {eye_y:.3f}: faces found {r['faces_found']:.1%}, "
                   f"accuracy with a face {r['acc_with_face']:.1%}, over all 7-class images {r['acc_all']:.1%} "
-                  f"(balanced {r['balanced_acc_all']:.1%}); detect {r['detect_ms']} ms/img", flush=True)
+                  f"(balanced {r['balanced_acc_all']:.1%})"
+                  + ("" if cached else f"; detect {r['detect_ms']} ms/img"), flush=True)
     best = max(results, key=lambda r: r["acc_all"])
     print("per-class recall (best setting): " + ", ".join(f"{c} {v:.1%}" for c, v in best["recall"].items()))
     for y, counts in best["excluded"].items():

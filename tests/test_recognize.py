@@ -76,7 +76,9 @@ def test_aligned_crops_look_like_the_original_fer_faces(fer_faces, paste):
     """FER faces upscaled and pasted into frames, detected and aligned, must come back framed
     like FER frames them. Exact pixels cannot match (FER's own framing varies by ~17% in scale),
     so the test asks for a clear margin over unrelated faces and the level measured when the
-    constants were chosen (preprocess.py: mean correlation ~0.53 on 589 PublicTest faces)."""
+    constants were chosen (preprocess.py: correlation 0.52 and mean absolute difference 51.6
+    on 589 PublicTest faces; on these 42 faces 40 are found, correlation 0.53 against 0.06
+    for an unrelated face, difference 51.2)."""
     det = FaceDetector(min_confidence=0.5)
     faces = fer_faces[0]
     own, other, mae = [], [], []
@@ -97,8 +99,8 @@ def test_aligned_crops_look_like_the_original_fer_faces(fer_faces, paste):
             other.append(np.corrcoef(crop.ravel(), unrelated.ravel())[0, 1])
             mae.append(np.abs(crop - ref).mean())
     assert len(own) >= 0.9 * len(faces)
-    assert np.mean(own) > 0.45 and np.mean(own) - np.mean(other) > 0.3
-    assert np.mean(mae) < 58
+    assert np.mean(own) > 0.47 and np.mean(own) - np.mean(other) > 0.3
+    assert np.mean(mae) < 56
 
 
 def test_alignment_levels_a_tilted_face(fer_faces, paste):

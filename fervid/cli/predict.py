@@ -103,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="treat each image as one already cropped face (FER-style), no detection")
     p.add_argument("--pad", type=float, default=None,
                    help="padding (fraction of the image size) for a second detection pass on images "
-                   "where none was found; tightly cropped faces need it (default: 0.35; 0 = off)")
+                   "where none was found, to give tightly cropped faces context (default: 0.1; 0 = off)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
     p.add_argument("--no-annotate", action="store_true", help="write the table only, no annotated images")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
