@@ -47,7 +47,10 @@ def onnx_bytes(model, meta: dict[str, Any], opset: int = OPSET) -> bytes:
     nor a graph capture that the plain conv/BN/linear models here do not benefit from.
     """
     torch = _torch()
-    import onnx
+    try:
+        import onnx
+    except ImportError:
+        raise FervidError("exporting to ONNX needs the onnx package: pip install 'fervid[train]'") from None
 
     model = model.float().eval()
     size = int(meta.get("input_size", FACE_SIZE))
@@ -98,17 +101,17 @@ def export_in_memory(source: str | os.PathLike) -> tuple[bytes, dict[str, Any]]:
     return onnx_bytes(model, meta), meta
 
 
-def export_model(source: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False,
+def export_model(source: str | os.PathLike, out: str | os.PathLike | None = None, overwrite: bool = False,
                  opset: int = OPSET) -> dict[str, Any]:
-    """Export ``source`` (``.safetensors`` or run folder) to ``out`` (``.onnx``) plus ``out.json``.
-
-    Returns the sidecar's content with ``onnx``, ``json`` and ``parity`` added.
+    """Export ``source`` (``.safetensors`` or run folder) to ``out`` (``.onnx``; default: beside
+    the source) plus ``out.json``. Returns the sidecar's content with ``path``, ``json``,
+    ``bytes`` and ``parity`` (largest PyTorch/ONNX Runtime probability difference) added.
     """
     _torch()
     from .checkpoint import load_model, resolve_model_path
 
     src = resolve_model_path(source)
-    out = Path(out)
+    out = Path(out) if out else src.with_suffix(".onnx")
     if out.suffix.lower() != ".onnx":
         raise ModelFileError(f"{out}: the output name must end in .onnx")
     sidecar = out.with_suffix(".json")

@@ -5,12 +5,17 @@ import argparse
 from pathlib import Path
 
 
+def _opset(text: str) -> int:
+    v = int(text)
+    if v < 17:
+        raise argparse.ArgumentTypeError(f"opset {v} is too old: fervid exports opset 17 or newer")
+    return v
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import resolve_model_path
     from ..export import export_model
 
-    out = args.output or str(resolve_model_path(args.model).with_suffix(".onnx"))
-    info = export_model(args.model, out, overwrite=args.overwrite, opset=args.opset)
+    info = export_model(args.model, args.output, overwrite=args.overwrite, opset=args.opset)
     acc = (info.get("metrics") or {}).get("val_acc")
     print(f"wrote {info['path']} ({info['bytes'] / 1e6:.2f} MB, {info['arch']}, {len(info['classes'])} classes"
           f"{f', val acc {acc:.4f}' if acc is not None else ''}) and {Path(info['json']).name}; "
@@ -26,6 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", help="a .safetensors fervid model or a training run folder")
     p.add_argument("-o", "--output", metavar="OUT.onnx",
                    help="output file (default: the model's path with .onnx)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default: 17)")
+    p.add_argument("--opset", type=_opset, default=17, help="ONNX opset version (default: 17)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT.onnx / OUT.json if they exist")
     p.set_defaults(func=run)
