@@ -24,6 +24,7 @@ class TrainConfig:
     limit: int = 0  # train on a seeded random N of the training faces (quick experiments, tests)
     # model and optimisation
     model: str = "vgg_s"
+    init: str = ""  # start from this fervid .safetensors model's weights (fine-tuning); "" = random init
     epochs: int = 60
     batch_size: int = 128
     optimizer: str = "sgd"  # sgd | adamw

@@ -264,6 +264,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
 
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, num_classes=len(classes)).to(device)
+    if cfg.init and saved is None:
+        init_model, init_meta = ckpt.load_model(cfg.init)
+        if init_meta["arch"] != cfg.model or list(init_meta["classes"]) != classes:
+            raise BadInputError(f"{cfg.init}: a {init_meta['arch']} model of classes {','.join(init_meta['classes'])}"
+                                f" cannot start a {cfg.model} run of classes {','.join(classes)}")
+        model.load_state_dict(init_model.state_dict())
     n_params, mflops = count_params(model), count_flops(model) / 1e6
     decay, no_decay = [], []
     for p in model.parameters():

@@ -287,3 +287,22 @@ def test_ema_decay_warms_up_then_caps():
     counter = [torch.tensor(3)]
     update(counter, [torch.tensor(7)], torch.tensor(5))
     assert int(counter[0]) == 7
+
+
+def test_init_starts_from_a_models_weights(tmp_path, sets):
+    """``init`` loads a finished model's weights (fine-tuning); wrong architecture is refused."""
+    first = tmp_path / "first"
+    run(first, sets, epochs=1)
+    start = load_file(str(first / "best.safetensors"))
+    # With a vanishing learning rate the fine-tuned weights stay where init put them.
+    second = tmp_path / "second"
+    run(second, sets, epochs=1, init=str(first / "best.safetensors"), lr=1e-12, weight_decay=0.0)
+    after = state(second)["model"]
+    for k, v in start.items():
+        if k.endswith("weight") and v.ndim == 4:
+            assert torch.allclose(after[k], v, atol=1e-7), k
+    fresh = create_model("vgg_tiny", num_classes=7).state_dict()
+    conv = next(k for k, v in start.items() if v.ndim == 4)
+    assert not torch.allclose(fresh[conv], start[conv])
+    with pytest.raises(BadInputError, match="cannot start"):
+        run(tmp_path / "third", sets, epochs=1, model="baseline", init=str(first / "best.safetensors"))

@@ -59,6 +59,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
         "merge": "fold dropped classes into kept ones, e.g. disgust:angry",
         "limit": "train on a seeded random N of the training faces (0 = all)",
         "model": "architecture (see `fervid models`)",
+        "init": "start from the weights of this fervid .safetensors model (same architecture and classes)",
         "schedule": "cosine, onecycle or constant (all with linear warmup)",
         "class_weighting": "none, loss (inverse-frequency weights) or sampler (balanced sampling)",
         "mixup": "mixup Beta alpha (0 = off)", "ema": "EMA decay of weights, e.g. 0.999 (0 = off)",
