@@ -1,0 +1,63 @@
+"""The model inside the package: present, small, accurate on real FER faces, ONNX == PyTorch.
+
+The faces in tests/data were never used to pick the model (they are a fixed sample of the
+Training and PublicTest splits), so the accuracy bound here is a smoke check that the
+shipped weights, their preprocessing and their class order still belong together.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fervid.data import load_faces
+from fervid.recognize import DEFAULT_MODEL, Recognizer
+
+ROOT = Path(__file__).resolve().parents[1]
+FACES = ROOT / "tests" / "data" / "fer"
+ASSETS = ROOT / "fervid" / "assets"
+
+
+@pytest.fixture(scope="module")
+def faces():
+    return load_faces(FACES, "all", use_cache=False)
+
+
+def test_shipped_model_is_present_and_small():
+    assert DEFAULT_MODEL.exists(), "fervid/assets/model.onnx is missing"
+    rec = Recognizer(detect=False)
+    assert rec.classes == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert 0 < rec.meta["params"] <= 5_000_000
+    total = sum(p.stat().st_size for p in ASSETS.glob("model.*"))
+    assert total < 12 * 2**20, f"shipped model files take {total / 2**20:.1f} MiB"
+
+
+def test_shipped_model_is_well_above_chance_on_real_fer_faces(faces):
+    rec = Recognizer(detect=False, threads=1)
+    probs = rec.probabilities(faces.images)
+    acc = float((probs.argmax(1) == faces.labels).mean())
+    assert len(faces) >= 60
+    assert acc >= 0.45, f"accuracy {acc:.3f} on {len(faces)} committed FER faces (chance is 0.14)"
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+def test_shipped_onnx_matches_shipped_safetensors(faces):
+    torch = pytest.importorskip("torch")
+    from fervid.checkpoint import load_model
+    from fervid.preprocess import normalize
+
+    model, meta = load_model(ASSETS / "model.safetensors")
+    rec = Recognizer(detect=False, threads=1)
+    assert meta["classes"] == rec.model_classes and meta["arch"] == rec.meta["arch"]
+    with torch.no_grad():
+        ref = torch.softmax(model(torch.from_numpy(normalize(faces.images))), 1).numpy()
+    got = rec.probabilities(faces.images)
+    assert np.abs(ref - got).max() < 1e-4
+
+
+def test_shipped_model_finds_and_labels_the_sample_photo():
+    faces = Recognizer(threads=1).predict(ASSETS / "sample.jpg")
+    assert len(faces) == 1
+    face = faces[0]
+    assert face.emotion in face.probabilities and abs(sum(face.probabilities.values()) - 1) < 1e-5
