@@ -7,22 +7,12 @@ Each knob is a strength that ``fervid tune --space augment`` can search.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-@dataclass
-class AugmentConfig:
-    flip: float = 0.5  # probability of a horizontal flip
-    rotate: float = 10.0  # max rotation, degrees
-    shift: float = 0.08  # max translation, fraction of the side
-    scale: float = 0.10  # max zoom in or out, fraction
-    crop: float = 0.0  # min side fraction of a random crop resized back (0 = off, e.g. 0.85)
-    erase: float = 0.5  # probability of erasing one random rectangle
-    erase_area: float = 0.25  # max fraction of the face an erased rectangle covers
+from .config import AugmentConfig
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:

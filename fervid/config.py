@@ -9,8 +9,18 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .augment import AugmentConfig
 from .errors import BadInputError
+
+
+@dataclass
+class AugmentConfig:
+    flip: float = 0.5  # probability of a horizontal flip
+    rotate: float = 10.0  # max rotation, degrees
+    shift: float = 0.08  # max translation, fraction of the side
+    scale: float = 0.10  # max zoom in or out, fraction
+    crop: float = 0.0  # min side fraction of a random crop resized back (0 = off, e.g. 0.85)
+    erase: float = 0.5  # probability of erasing one random rectangle
+    erase_area: float = 0.25  # max fraction of the face an erased rectangle covers
 
 
 @dataclass

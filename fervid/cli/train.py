@@ -48,8 +48,7 @@ def load_config_file(path: str) -> dict:
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field (and --aug-* per augmentation field), default None = keep."""
-    from ..augment import AugmentConfig
-    from ..engine import TrainConfig
+    from ..config import AugmentConfig, TrainConfig
 
     helps = {
         "data": "FER-2013 source: fer2013.csv or a folder in the Kaggle layout",
@@ -80,7 +79,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """TrainConfig from defaults < --config file < flags."""
-    from ..engine import TrainConfig
+    from ..config import TrainConfig
 
     data = load_config_file(args.config) if getattr(args, "config", None) else {}
     aug = dict(data.pop("augment", None) or {})
@@ -114,7 +113,14 @@ def _write_curves(run_dir: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from ..engine import TrainConfig, train
+    from ..errors import FervidError
+
+    try:
+        from ..engine import TrainConfig, train
+    except ImportError as e:
+        if getattr(e, "name", None) != "torch" and "torch" not in str(e):
+            raise
+        raise FervidError("training needs PyTorch: pip install torch==2.13.0 && pip install -e '.[train]'") from None
 
     if args.resume:
         # A resumed run replays its saved config exactly; silently ignoring a flag would
