@@ -6,6 +6,8 @@ import os
 import socket
 import sys
 
+from .common import add_model_flags
+
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
@@ -19,18 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="address to listen on (default: 127.0.0.1, this machine only; there is no "
                    "authentication, so think before using 0.0.0.0)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
-    p.add_argument("--model", metavar="MODEL",
-                   help="a .onnx or .safetensors fervid model, or a training run folder (default: the bundled model)")
+    add_model_flags(p)
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="server processes, each with its own copy of the model (default: 1)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="inferences that may run at once in each process (default: CPU cores / workers)")
-    p.add_argument("--min-confidence", type=float, default=0.6,
-                   help="face detector score a face needs to be recognised, 0..1 (default: 0.6)")
-    p.add_argument("--min-face", type=int, default=20, metavar="PX",
-                   help="ignore faces smaller than this many pixels (default: 20)")
-    p.add_argument("--classes", metavar="LIST",
-                   help="comma list of the model's classes to choose among (default: all)")
     p.add_argument("--max-upload-mb", type=float, default=8.0, metavar="MB",
                    help="largest image upload, in MB; larger ones get 413 (default: 8)")
     p.add_argument("--max-pixels", type=int, default=40_000_000, metavar="N",

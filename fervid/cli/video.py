@@ -4,18 +4,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .common import add_model_flags
+
 
 def add_recognizer_flags(p: argparse.ArgumentParser) -> None:
     """The flags that build a :class:`fervid.recognize.Recognizer` (shared with ``fervid webcam``)."""
-    p.add_argument("--model", metavar="MODEL",
-                   help="a .onnx or .safetensors fervid model, or a training run folder (default: the bundled model)")
-    p.add_argument("--min-confidence", type=float, default=0.6, metavar="P",
-                   help="face detector score a face needs to be recognised, 0..1 (default: 0.6)")
-    p.add_argument("--min-face", type=int, default=20, metavar="PX",
-                   help="ignore faces smaller than this many pixels (default: 20)")
-    p.add_argument("--classes", metavar="LIST",
-                   help="comma list of the model's classes to choose among (others are dropped and the rest "
-                   "renormalised; default: all)")
+    add_model_flags(p)
     p.add_argument("--every", type=int, default=1, metavar="N",
                    help="analyse every N-th frame only; frames between reuse the last result (default: 1)")
     p.add_argument("--smoothing", type=float, default=0.5, metavar="S",
