@@ -11,7 +11,8 @@ import os
 import sys
 
 # Order here is the order of ``fervid --help``.
-COMMANDS = ["predict", "video", "webcam", "serve", "train", "evaluate", "plot", "export", "models"]
+COMMANDS = ["predict", "video", "webcam", "serve", "train", "evaluate", "cv", "tune", "visualize", "plot",
+            "export", "bench", "models"]
 
 
 def build_parser() -> argparse.ArgumentParser:
