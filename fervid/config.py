@@ -35,6 +35,7 @@ class TrainConfig:
     # model and optimisation
     model: str = "vgg_s"
     init: str = ""  # start from this fervid .safetensors model's weights (fine-tuning); "" = random init
+    dropout: float = -1.0  # dropout rate of the model's head; -1 = the architecture's own default
     epochs: int = 60
     batch_size: int = 128
     optimizer: str = "sgd"  # sgd | adamw
@@ -87,6 +88,7 @@ class TrainConfig:
                   ("limit", self.limit >= 0), ("patience", self.patience >= 0), ("threads", self.threads >= 0),
                   ("warmup_epochs", self.warmup_epochs >= 0), ("mixup", self.mixup >= 0),
                   ("label_smoothing", 0 <= self.label_smoothing < 1), ("ema", 0 <= self.ema < 1),
+                  ("dropout", self.dropout == -1 or 0 <= self.dropout < 1),
                   ("aug_flip", 0 <= a.flip <= 1), ("aug_erase", 0 <= a.erase <= 1),
                   ("aug_erase_area", 0 < a.erase_area <= 1), ("aug_crop", 0 <= a.crop < 1),
                   ("aug_rotate", a.rotate >= 0), ("aug_shift", a.shift >= 0), ("aug_scale", 0 <= a.scale < 1)]

@@ -263,7 +263,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     counts = torch.bincount(labels, minlength=len(classes)).float()
 
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, num_classes=len(classes)).to(device)
+    # Dropout changes no weight shape, so a saved model loads with its architecture's default.
+    arch_kwargs = {"dropout": cfg.dropout} if cfg.dropout >= 0 else {}
+    model = create_model(cfg.model, num_classes=len(classes), **arch_kwargs).to(device)
     if cfg.init and saved is None:
         init_model, init_meta = ckpt.load_model(cfg.init)
         if init_meta["arch"] != cfg.model or list(init_meta["classes"]) != classes:

@@ -46,11 +46,17 @@ def load_config_file(path: str) -> dict:
     return data
 
 
-def add_config_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field (and --aug-* per augmentation field), default None = keep."""
+def add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = (),
+                     helps: dict[str, str] | None = None) -> None:
+    """One flag per TrainConfig field (and --aug-* per augmentation field), default None = keep.
+
+    ``cv`` and ``tune`` reuse these so every training option means the same everywhere;
+    they ``skip`` the fields they set themselves (cv picks each fold's data) and may
+    reword a help text (``out`` is their own output folder).
+    """
     from ..config import AugmentConfig, TrainConfig
 
-    helps = {
+    texts = {
         "data": "FER-2013 source: fer2013.csv or a folder in the Kaggle layout",
         "train_split": "split(s) to train on: Training, PublicTest, PrivateTest, train, test, all",
         "val_split": "split for validation, checkpoint selection and early stopping",
@@ -58,23 +64,38 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
         "merge": "fold dropped classes into kept ones, e.g. disgust:angry",
         "limit": "train on a seeded random N of the training faces (0 = all)",
         "model": "architecture (see `fervid models`)",
+        "dropout": "dropout rate of the model's head, 0..1 (-1 = the architecture's default)",
         "init": "start from the weights of this fervid .safetensors model (same architecture and classes)",
         "schedule": "cosine, onecycle or constant (all with linear warmup)",
         "class_weighting": "none, loss (inverse-frequency weights) or sampler (balanced sampling)",
         "mixup": "mixup Beta alpha (0 = off)", "ema": "EMA decay of weights, e.g. 0.999 (0 = off)",
         "patience": "early stopping patience in epochs (0 = off)", "precision": "auto, bf16 or fp32",
         "device": "auto, cpu, cuda or cuda:N", "out": "run folder for checkpoints and metrics",
+        **(helps or {}),
     }
     for f in dataclasses.fields(TrainConfig):
-        if f.name == "augment":
+        if f.name == "augment" or f.name in skip:
             continue
         typ = _bool if f.type in (bool, "bool") else {"int": int, "float": float}.get(str(f.type), None) or (
             f.type if f.type in (int, float) else str)
         p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=None,
-                       help=f"{helps.get(f.name, f.name.replace('_', ' '))} (default: {f.default})")
+                       help=f"{texts.get(f.name, f.name.replace('_', ' '))} (default: {f.default})")
     for f in dataclasses.fields(AugmentConfig):
         p.add_argument("--aug-" + f.name.replace("_", "-"), dest="aug_" + f.name, type=float, default=None,
                        help=f"augmentation {f.name.replace('_', ' ')} (default: {f.default})")
+
+
+def given_config_flags(args: argparse.Namespace) -> list[str]:
+    """The config flags (and --config) given on the command line, as the user typed them.
+
+    A resumed run (train, cv, tune) replays its saved config exactly; silently ignoring
+    a flag would let the user believe they changed something, so callers refuse these.
+    """
+    from ..config import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return sorted(f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+                  if v is not None and (k == "config" or k.startswith("aug_") or k in fields))
 
 
 def config_from_args(args: argparse.Namespace):
@@ -123,11 +144,7 @@ def run(args: argparse.Namespace) -> int:
         raise FervidError("training needs PyTorch: pip install torch==2.13.0 && pip install -e '.[train]'") from None
 
     if args.resume:
-        # A resumed run replays its saved config exactly; silently ignoring a flag would
-        # let the user believe they changed something.
-        given = sorted(f"--{k.replace('_', '-')}" for k, v in vars(args).items()
-                       if v is not None and (k == "config" or k.startswith("aug_")
-                                             or k in {f.name for f in dataclasses.fields(TrainConfig)}))
+        given = given_config_flags(args)
         if given:
             raise BadInputError(f"--resume continues {args.resume} with its saved config; "
                                 f"it cannot take {', '.join(given)}")
