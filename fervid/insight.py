@@ -1,0 +1,346 @@
+"""Looking inside a fervid model: its layers, first-layer filters, feature maps and Grad-CAM.
+
+Recognition runs on ONNX Runtime, but these views need what an exported graph does not
+keep: intermediate activations by module name and gradients. So this module works on the
+PyTorch model (:func:`fervid.checkpoint.load_model`) and is the library behind
+``fervid visualize``; the pictures themselves are drawn by :mod:`fervid.visualize`.
+
+Nothing here knows a particular architecture. Layers are found by running one probe face
+through the model with a forward hook on every module, so the same code serves every
+registered model and any plug-in that follows the ``[N, 1, S, S] -> logits`` contract.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import BadInputError, ModelFileError
+from .preprocess import FACE_SIZE, MEAN, STD, align_face, crop_face, to_gray
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+#: The shipped model's PyTorch weights: Grad-CAM needs them (the shipped .onnx has no gradients).
+DEFAULT_MODEL = ASSETS / "model.safetensors"
+
+
+# --- the model ------------------------------------------------------------------------------
+
+def load_insight_model(path: str | os.PathLike | None = None) -> tuple[nn.Module, dict[str, Any], Path]:
+    """The PyTorch model, its metadata and the file it came from (None: the shipped model).
+
+    An exported ``.onnx`` is refused up front with a line that says what to give instead,
+    rather than the generic "not a safetensors file".
+    """
+    from .checkpoint import load_model, resolve_model_path
+
+    p = DEFAULT_MODEL if path is None else Path(path).expanduser()
+    if p.suffix.lower() in (".onnx", ".json"):
+        raise ModelFileError(f"{p}: an exported ONNX model keeps no gradients or layer names; give the "
+                             ".safetensors model it was exported from (or its training run folder)")
+    resolved = resolve_model_path(p)
+    model, meta = load_model(resolved)
+    return model, meta, resolved
+
+
+def class_index(meta: dict[str, Any], name: str) -> int:
+    """Index of a class name in the model's classes, or a one-line error listing them."""
+    classes = list(meta["classes"])
+    key = name.strip().lower()
+    if key not in classes:
+        raise BadInputError(f"unknown class {name!r}; this model predicts {', '.join(classes)}")
+    return classes.index(key)
+
+
+def to_tensor(faces: np.ndarray, meta: dict[str, Any] | None = None) -> torch.Tensor:
+    """Equalized uint8 faces [N, S, S] to the normalised float input [N, 1, S, S]."""
+    mean = float((meta or {}).get("mean", MEAN))
+    std = float((meta or {}).get("std", STD))
+    x = torch.as_tensor(np.ascontiguousarray(faces), dtype=torch.float32)[:, None] / 255.0
+    return (x - mean) / std
+
+
+@contextlib.contextmanager
+def _not_inplace(model: nn.Module) -> Iterator[None]:
+    """Turn off ``inplace`` activations for the duration.
+
+    An in-place ReLU overwrites the tensor a hook just captured (a conv's output becomes
+    its ReLU'd self) and shares its storage, which would both corrupt captured feature maps
+    and make the layer probe see two layers as one. The flags are restored afterwards.
+    """
+    changed = [m for m in model.modules() if getattr(m, "inplace", False) is True]
+    for m in changed:
+        m.inplace = False
+    try:
+        yield
+    finally:
+        for m in changed:
+            m.inplace = True
+
+
+# --- layers ---------------------------------------------------------------------------------
+
+@dataclass
+class LayerInfo:
+    """One named module as a probe face sees it (its last call, if it runs more than once)."""
+
+    name: str
+    kind: str  # class name, e.g. Conv2d, ReLU, BasicBlock
+    shape: tuple[int, ...]  # output for one face, without the batch dimension
+    calls: int
+    #: The layer whose output this module merely passes on (a block returning its ReLU,
+    #: a Sequential ending in it), or None. Such aliases are shown but never chosen by default.
+    same_as: str | None = None
+
+    @property
+    def spatial(self) -> bool:
+        return len(self.shape) == 3 and self.shape[1] * self.shape[2] > 1
+
+
+def probe_layers(model: nn.Module, input_size: int = FACE_SIZE) -> list[LayerInfo]:
+    """Every named module in the order its last call finished, with its output shape."""
+    calls: list[tuple[str, nn.Module, torch.Tensor]] = []
+
+    def hook(name: str):
+        def fn(module: nn.Module, _inp: Any, out: Any) -> None:
+            if isinstance(out, torch.Tensor):
+                calls.append((name, module, out))
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
+    was_training = model.training
+    model.eval()
+    try:
+        with _not_inplace(model), torch.no_grad():
+            model(torch.zeros(1, 1, input_size, input_size))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    count: dict[str, int] = {}
+    for name, _, _ in calls:
+        count[name] = count.get(name, 0) + 1
+    # A run of consecutive calls returning the same tensor is one layer under several names;
+    # its representative is the innermost module called once (a block, not its shared ReLU).
+    groups: list[list[int]] = []
+    for i, (_, _, out) in enumerate(calls):
+        prev = calls[i - 1][2] if i else None
+        same = prev is not None and (prev is out or (prev.data_ptr() == out.data_ptr() and prev.shape == out.shape))
+        if same:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    rep: dict[int, str] = {}
+    for g in groups:
+        names = [calls[i][0] for i in g]
+        pick = next((n for n in names if count[n] == 1), names[0])
+        for i in g:
+            rep[i] = pick
+    last: dict[str, int] = {name: i for i, (name, _, _) in enumerate(calls)}
+    infos = []
+    for name, i in sorted(last.items(), key=lambda kv: kv[1]):
+        _, module, out = calls[i]
+        infos.append(LayerInfo(name, type(module).__name__, tuple(out.shape[1:]), count[name],
+                               None if rep[i] == name else rep[i]))
+    return infos
+
+
+def default_map_layers(layers: Sequence[LayerInfo]) -> list[str]:
+    """The settled output of the last convolution of each stage (one per spatial size).
+
+    "Settled" is the last layer at that size and width after the conv: its batch norm and
+    activation (VGG), or the residual block's output (ResNet). These are what the next stage
+    reads, and the usual choice for looking at what a network has computed so far.
+    """
+    picks: list[str] = []
+    last_conv: dict[tuple[int, int], int] = {}
+    for i, info in enumerate(layers):
+        if info.kind == "Conv2d" and info.spatial:
+            last_conv[info.shape[1:]] = i
+    for hw, ci in sorted(last_conv.items(), key=lambda kv: kv[1]):
+        width = layers[ci].shape[0]
+        chosen = layers[ci].name
+        for info in layers[ci + 1:]:
+            if info.spatial and info.shape == (width, *hw) and info.same_as is None:
+                chosen = info.name
+        picks.append(chosen)
+    return picks
+
+
+def gradcam_layer(layers: Sequence[LayerInfo]) -> str:
+    """Grad-CAM's usual target: the settled output of the model's last convolution."""
+    picks = default_map_layers(layers)
+    if not picks:
+        raise BadInputError("this model has no convolution layer for Grad-CAM")
+    return picks[-1]
+
+
+def check_layers(layers: Sequence[LayerInfo], names: Sequence[str]) -> list[str]:
+    """``names`` if every one is a layer with a spatial output, else a one-line error."""
+    by_name = {info.name: info for info in layers}
+    for n in names:
+        if n not in by_name:
+            raise BadInputError(f"unknown layer {n!r} (list the layers with `fervid visualize layers`)")
+        if not by_name[n].spatial:
+            raise BadInputError(f"layer {n!r} outputs {list(by_name[n].shape)}, not a feature map "
+                                "(choose a layer with a [C, H, W] output)")
+    return list(names)
+
+
+@contextlib.contextmanager
+def _capture(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Forward hooks storing the (last) output of each named module, graph attached."""
+    modules = dict(model.named_modules())
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+    for n in names:
+        def fn(_m: nn.Module, _i: Any, out: torch.Tensor, n: str = n) -> None:
+            store[n] = out
+        handles.append(modules[n].register_forward_hook(fn))
+    try:
+        with _not_inplace(model):
+            yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def feature_maps(model: nn.Module, faces: np.ndarray, names: Sequence[str],
+                 meta: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """Activations [N, C, H, W] of the named layers for equalized uint8 faces."""
+    model.eval()
+    with _capture(model, names) as store, torch.no_grad():
+        model(to_tensor(faces, meta))
+        return {n: store[n].float().numpy().copy() for n in names}
+
+
+def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
+    """The first convolution the input meets (module order; every fervid model defines it first)."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            return name, m
+    raise BadInputError("this model has no convolution layer")
+
+
+def first_filters(model: nn.Module) -> tuple[str, np.ndarray]:
+    """The first conv's kernels [C_out, k, k] (averaged over input channels: a gray input has one)."""
+    name, conv = first_conv(model)
+    return name, conv.weight.detach().float().mean(dim=1).numpy()
+
+
+# --- Grad-CAM -------------------------------------------------------------------------------
+
+@dataclass
+class CamResult:
+    cams: np.ndarray  # float32 [N, S, S] in [0, 1], the input's spatial size
+    probs: np.ndarray  # float32 [N, C] softmax over the model's classes
+    targets: np.ndarray  # int64 [N] the class each map explains
+    layer: str
+
+
+def grad_cam(model: nn.Module, faces: np.ndarray, target: int | Sequence[int] | None = None,
+             layer: str | None = None, meta: dict[str, Any] | None = None) -> CamResult:
+    """Grad-CAM (Selvaraju et al., 2017) for equalized uint8 faces [N, S, S].
+
+    The map for class c is ReLU(sum_k a_k A_k), with A the activations of ``layer`` (default:
+    :func:`gradcam_layer`) and a_k the spatial mean of d logit_c / d A_k; it is upsampled
+    bilinearly to the input size and divided by its maximum, so 1 marks the region that
+    most raises the class score and an all-zero map means nothing raised it. ``target``:
+    None (each face's predicted class), one class index, or one index per face.
+    """
+    model.eval()
+    size = faces.shape[-2:]
+    layer = layer or gradcam_layer(probe_layers(model, int(size[0])))
+    x = to_tensor(faces, meta).requires_grad_(True)  # so the graph exists even with frozen weights
+    with _capture(model, [layer]) as store, torch.enable_grad():
+        logits = model(x)
+        acts = store[layer]
+        if acts.ndim != 4:
+            raise BadInputError(f"layer {layer!r} outputs {list(acts.shape[1:])}, not a feature map")
+        if target is None:
+            t = logits.argmax(1)
+        else:
+            t = torch.as_tensor(np.broadcast_to(np.asarray(target, dtype=np.int64), (len(faces),)).copy())
+        (grads,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), acts)
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * acts.detach()).sum(dim=1, keepdim=True))
+    cam = F.interpolate(cam, size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    peak = cam.flatten(1).amax(1)[:, None, None]
+    cam = torch.where(peak > 0, cam / peak.clamp_min(1e-12), torch.zeros_like(cam)).clamp_(0.0, 1.0)
+    probs = F.softmax(logits.detach().float(), dim=1)
+    return CamResult(cam.float().numpy(), probs.numpy(), t.numpy(), layer)
+
+
+# --- faces ----------------------------------------------------------------------------------
+
+@dataclass
+class FaceCrops:
+    """The faces of one image as the classifier sees them, and where they were."""
+
+    crops: np.ndarray  # uint8 [N, S, S], equalized
+    boxes: list[tuple[int, int, int, int]]
+    detected: bool  # False: the whole image was taken as one cropped face
+
+
+def face_crops(image: np.ndarray, size: int = FACE_SIZE, detect: bool | None = None,
+               detector: Any = None, min_confidence: float = 0.6, min_face: int = 20) -> FaceCrops:
+    """The aligned faces of a BGR/gray image, largest first, exactly as recognition crops them.
+
+    ``detect=None`` decides by size: an image of the model's input size (a FER-2013 crop)
+    is one face already and is only equalized; anything else goes through YuNet and the
+    same eye-levelled alignment as :class:`fervid.recognize.Recognizer`.
+    """
+    gray = to_gray(image)
+    h, w = gray.shape[:2]
+    if detect is None:
+        detect = (h, w) != (size, size)
+    if not detect:
+        return FaceCrops(crop_face(gray, size)[None], [(0, 0, w, h)], False)
+    if detector is None:
+        from .detect import FaceDetector
+
+        detector = FaceDetector(min_confidence, min_face)
+    found = detector.detect(image)
+    crops = np.empty((len(found), size, size), np.uint8)
+    for i, d in enumerate(found):
+        if d.landmarks:
+            crops[i] = align_face(gray, d.landmarks, d.face_size or None, size=size)
+        else:
+            x, y, bw, bh = d.box
+            crops[i] = crop_face(gray[y:y + bh, x:x + bw], size)
+    return FaceCrops(crops, [tuple(int(v) for v in d.box) for d in found], True)
+
+
+# --- gallery --------------------------------------------------------------------------------
+
+@dataclass
+class GalleryRow:
+    """Indices into the split for one true class, most confident first."""
+
+    right: list[int]  # predicted correctly, by the probability of the prediction
+    wrong: list[int]  # predicted as another class, by the probability of that wrong class
+
+
+def gallery_picks(probs: np.ndarray, labels: np.ndarray, per_class: int) -> list[GalleryRow]:
+    """Per true class, the ``per_class`` most confident right and wrong predictions.
+
+    Confident mistakes are where a model is most misleading (and where FER-2013's own
+    label noise shows); ties keep the split's order so a gallery is reproducible.
+    """
+    pred = probs.argmax(1)
+    conf = probs[np.arange(len(probs)), pred]
+    rows = []
+    for c in range(probs.shape[1]):
+        mine = np.flatnonzero(labels == c)
+        right = mine[pred[mine] == c]
+        wrong = mine[pred[mine] != c]
+        right = right[np.argsort(-conf[right], kind="stable")][:per_class]
+        wrong = wrong[np.argsort(-conf[wrong], kind="stable")][:per_class]
+        rows.append(GalleryRow([int(i) for i in right], [int(i) for i in wrong]))
+    return rows
