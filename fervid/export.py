@@ -40,8 +40,12 @@ def _torch():
     return torch
 
 
-def onnx_bytes(model, meta: dict[str, Any], opset: int = OPSET) -> bytes:
+def onnx_bytes(model, meta: dict[str, Any], opset: int = OPSET, fold: bool = True) -> bytes:
     """Serialise a PyTorch fervid model to ONNX bytes with its metadata embedded.
+
+    ``fold=False`` keeps batch norm apart from the convolutions: the weights then stay exactly
+    the ones in the checkpoint (fp16-exact for a shipped model), and ONNX Runtime fuses them
+    itself when a session is created.
 
     Uses the TorchScript-based exporter (``dynamo=False``): it needs neither onnxscript
     nor a graph capture that the plain conv/BN/linear models here do not benefit from.
@@ -61,13 +65,44 @@ def onnx_bytes(model, meta: dict[str, Any], opset: int = OPSET) -> bytes:
         torch.onnx.export(model, (dummy,), buf, dynamo=False, opset_version=opset,
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                          do_constant_folding=True)
+                          do_constant_folding=fold)
     proto = onnx.load_from_string(buf.getvalue())
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = META_KEY, json.dumps(meta)
     proto.producer_name = "fervid"
     proto.doc_string = f"fervid {meta.get('arch', '?')} facial expression model: {', '.join(meta['classes'])}"
+    return proto.SerializeToString()
+
+
+def weights_to_fp16(data: bytes) -> bytes:
+    """Store the graph's float weights as fp16, each behind a Cast back to fp32.
+
+    Halves the file (the package ships its model, so size matters) while the arithmetic stays
+    fp32: ONNX Runtime folds the Casts into fp32 constants when the session is created, so
+    inference speed is unchanged. Tensors outside fp16's range, and tiny ones, stay fp32.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    proto = onnx.load_from_string(data)
+    graph = proto.graph
+    kept, casts = [], []
+    for init in graph.initializer:
+        arr = numpy_helper.to_array(init) if init.data_type == TensorProto.FLOAT else None
+        if arr is None or arr.size < 64 or not np.isfinite(arr).all() or np.abs(arr).max() > 6e4:
+            kept.append(init)
+            continue
+        half = numpy_helper.from_array(arr.astype(np.float16), f"{init.name}__fp16")
+        kept.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT,
+                                      name=f"{init.name}__cast"))
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(proto)
     return proto.SerializeToString()
 
 
@@ -102,10 +137,12 @@ def export_in_memory(source: str | os.PathLike) -> tuple[bytes, dict[str, Any]]:
 
 
 def export_model(source: str | os.PathLike, out: str | os.PathLike | None = None, overwrite: bool = False,
-                 opset: int = OPSET) -> dict[str, Any]:
+                 opset: int = OPSET, fp16_weights: bool = False) -> dict[str, Any]:
     """Export ``source`` (``.safetensors`` or run folder) to ``out`` (``.onnx``; default: beside
     the source) plus ``out.json``. Returns the sidecar's content with ``path``, ``json``,
     ``bytes`` and ``parity`` (largest PyTorch/ONNX Runtime probability difference) added.
+    ``fp16_weights`` stores weights at half size (see :func:`weights_to_fp16`); the parity check
+    still applies, so a model that fp16 rounding would change is refused.
     """
     _torch()
     from .checkpoint import load_model, resolve_model_path
@@ -119,7 +156,12 @@ def export_model(source: str | os.PathLike, out: str | os.PathLike | None = None
         if p.exists() and not overwrite:
             raise ModelFileError(f"{p}: already exists (use --overwrite to replace it)")
     model, meta = load_model(src)
-    data = onnx_bytes(model, meta, opset=opset)
+    rounding = None
+    if fp16_weights:
+        model, rounding = _round_to_fp16(model)
+    data = onnx_bytes(model, meta, opset=opset, fold=not fp16_weights)
+    if fp16_weights:
+        data = weights_to_fp16(data)
     diff = check_parity(model, data)
     if diff > PARITY_TOLERANCE:
         raise FervidError(f"{src}: ONNX export disagrees with PyTorch (max probability difference {diff:.2e})")
@@ -128,6 +170,28 @@ def export_model(source: str | os.PathLike, out: str | os.PathLike | None = None
     info = dict(meta)
     info["onnx"] = {"file": out.name, "opset": opset, "input": INPUT_NAME, "output": OUTPUT_NAME,
                     "input_shape": ["N", 1, meta.get("input_size", FACE_SIZE), meta.get("input_size", FACE_SIZE)],
+                    "weights": "fp16" if fp16_weights else "fp32",
                     "source": src.name}
     write_text_atomic(sidecar, json.dumps(info, indent=2) + "\n", overwrite=overwrite)
-    return {**info, "path": str(out), "json": str(sidecar), "parity": diff, "bytes": len(data)}
+    return {**info, "path": str(out), "json": str(sidecar), "parity": diff, "bytes": len(data),
+            "fp16_rounding": rounding}
+
+
+def _round_to_fp16(model):
+    """The model with every float weight rounded to fp16, and how much that moved its
+    probabilities on the parity batch: the exported file then holds exactly these weights,
+    so parity is checked against what ships, and the rounding cost is reported apart."""
+    import copy
+
+    torch = _torch()
+    rounded = copy.deepcopy(model).float().eval()
+    with torch.no_grad():
+        for t in list(rounded.parameters()) + list(rounded.buffers()):
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+    rng = np.random.default_rng(0)
+    faces = torch.from_numpy(rng.standard_normal((8, 1, FACE_SIZE, FACE_SIZE)).astype(np.float32))
+    with torch.no_grad():
+        a = torch.softmax(model.float().eval()(faces), -1)
+        b = torch.softmax(rounded(faces), -1)
+    return rounded, float((a - b).abs().max())

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 card=docs/model
 
 # Weights as fp16 (half the size; the loader casts back to fp32). The ONNX graph is
-# exported from these same rounded weights, so both files give the same answers.
+# exported from these same rounded weights (stored as fp16 too, computed in fp32), so both
+# files give the same answers.
 python - "$run" <<'PY'
 import sys
 from safetensors.torch import load_file, save_file
@@ -21,7 +22,7 @@ with safe_open(str(src), "pt") as f:
 state = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(src)).items()}
 save_file(state, "fervid/assets/model.safetensors", metadata=meta)
 PY
-fervid export fervid/assets/model.safetensors -o fervid/assets/model.onnx --overwrite
+fervid export fervid/assets/model.safetensors -o fervid/assets/model.onnx --fp16-weights --overwrite
 
 mkdir -p "$card"
 cp "$run/config.json" "$card/config.json"

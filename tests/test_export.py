@@ -80,3 +80,23 @@ def test_export_refuses_files_that_are_not_fervid_models(kind, tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(src) in err[0] and "Traceback" not in err[0]
     assert not (tmp_path / "y.onnx").exists()
+
+
+def test_fp16_weights_halve_the_file_and_keep_fp32_answers(tiny_model, tiny_onnx, tmp_path, fer_faces):
+    """--fp16-weights stores half-size weights behind Casts: the file shrinks, ONNX Runtime
+    agrees with the fp16-rounded PyTorch model, and the answers stay within rounding of fp32."""
+    import onnxruntime as ort
+
+    out = tmp_path / "half.onnx"
+    info = export_model(tiny_model, out, fp16_weights=True)
+    assert info["parity"] < 1e-5 and info["onnx"]["weights"] == "fp16"
+    assert info["fp16_rounding"] is not None and info["fp16_rounding"] < 1e-2
+    assert out.stat().st_size < 0.6 * tiny_onnx.stat().st_size
+    proto = onnx.load(str(out))
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in proto.graph.initializer)
+    x = normalize(equalize_batch(fer_faces[0]))
+    full = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"]).run(["logits"], {"input": x})[0]
+    half = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(["logits"], {"input": x})[0]
+    assert half.dtype == np.float32 and half.shape == full.shape
+    assert (half.argmax(1) == full.argmax(1)).mean() > 0.9
+    assert np.abs(half - full).max() < 0.05

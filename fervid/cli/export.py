@@ -15,11 +15,14 @@ def _opset(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from ..export import export_model
 
-    info = export_model(args.model, args.output, overwrite=args.overwrite, opset=args.opset)
+    info = export_model(args.model, args.output, overwrite=args.overwrite, opset=args.opset,
+                        fp16_weights=args.fp16_weights)
     acc = (info.get("metrics") or {}).get("val_acc")
     print(f"wrote {info['path']} ({info['bytes'] / 1e6:.2f} MB, {info['arch']}, {len(info['classes'])} classes"
           f"{f', val acc {acc:.4f}' if acc is not None else ''}) and {Path(info['json']).name}; "
-          f"ONNX Runtime vs PyTorch max probability difference {info['parity']:.1e}")
+          f"ONNX Runtime vs PyTorch max probability difference {info['parity']:.1e}"
+          + (f"; fp16 rounding moved probabilities by at most {info['fp16_rounding']:.1e}"
+             if info.get("fp16_rounding") is not None else ""))
     return 0
 
 
@@ -32,5 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", metavar="OUT.onnx",
                    help="output file (default: the model's path with .onnx)")
     p.add_argument("--opset", type=_opset, default=17, help="ONNX opset version (default: 17)")
+    p.add_argument("--fp16-weights", action="store_true",
+                   help="store weights as fp16 (half the file size); inference still runs in fp32")
     p.add_argument("--overwrite", action="store_true", help="replace OUT.onnx / OUT.json if they exist")
     p.set_defaults(func=run)
