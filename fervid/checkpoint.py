@@ -58,6 +58,22 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     return p
 
 
+def _has_safetensors_header(path: Path) -> bool:
+    """Whether the file starts like a safetensors file: a length, then that many bytes of JSON."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                return False
+            n = int.from_bytes(head, "little")
+            if not 2 <= n <= 100_000_000:
+                return False
+            json.loads(fh.read(n))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata of a fervid ``.safetensors`` model, without loading the weights."""
     from safetensors import safe_open
@@ -67,6 +83,8 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         with safe_open(str(p), framework="pt") as f:
             header = f.metadata() or {}
     except Exception:
+        if _has_safetensors_header(p):  # a whole header, then less data than it describes
+            raise ModelFileError(f"{p}: weights cannot be read (truncated or damaged file)") from None
         raise ModelFileError(f"{p}: not a fervid model (not a safetensors file)") from None
     try:
         meta = json.loads(header["fervid"])

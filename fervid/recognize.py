@@ -7,9 +7,11 @@ converted to ONNX in memory when PyTorch happens to be there.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,7 +19,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from .detect import PAD, Detection, FaceDetector
+from .detect import DETECT_SIZE, PAD, Detection, FaceDetector
 from .errors import BadInputError, ModelFileError
 from .preprocess import FACE_SIZE, align_face, crop_face, to_gray
 
@@ -61,8 +63,40 @@ def _looks_truncated(data: bytes) -> bool:
     return False
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as BGR uint8, or raise BadInputError naming the file and the problem."""
+#: Largest image :func:`read_image` decodes, in pixels (a 10,000 x 10,000 photo is 100 million).
+#: Checked from the header before decoding, so a small file whose header claims gigapixels (a
+#: decompression bomb) costs nothing; OpenCV's own limit (2^30) would still cost 3 GB first.
+MAX_PIXELS = 150_000_000
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an image's header, without decoding pixels.
+
+    None when Pillow is missing or cannot parse the format (OpenCV then decides alone).
+    Raises ``OverflowError(limit)`` for a header beyond Pillow's own hard limit, whose size
+    Pillow does not report.
+    """
+    try:
+        from PIL import Image
+    except ImportError:  # Pillow comes with matplotlib; without it OpenCV's limit applies
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DecompressionBombWarning: MAX_PIXELS is the limit here
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size
+        except Image.DecompressionBombError:
+            raise OverflowError(2 * (Image.MAX_IMAGE_PIXELS or 0)) from None
+        except Exception:  # a format (or a header) Pillow cannot read: let OpenCV try
+            return None
+
+
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an image file as BGR uint8, or raise BadInputError naming the file and the problem.
+
+    EXIF orientation is applied (as viewers do), 16-bit images are scaled to 8 bits, palette,
+    gray and alpha images become BGR; for animated images, the first frame.
+    """
     p = Path(path)
     try:
         data = p.read_bytes()
@@ -74,7 +108,18 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise BadInputError(f"{p}: empty file (0 bytes)")
     if _looks_truncated(data):
         raise BadInputError(f"{p}: truncated image file")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        size = header_size(data)
+    except OverflowError as e:
+        raise BadInputError(f"{p}: image has over {e.args[0] / 1e6:.0f} megapixels (a decompression bomb?); "
+                            f"fervid reads up to {max_pixels / 1e6:g} megapixels") from None
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise BadInputError(f"{p}: image is {size[0]}x{size[1]} = {size[0] * size[1] / 1e6:.0f} megapixels; "
+                            f"fervid reads up to {max_pixels / 1e6:g} megapixels")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:  # OpenCV's own size limit, or a decoder that throws instead of failing
+        raise BadInputError(f"{p}: OpenCV cannot decode this image (too large, corrupt or unsupported)") from None
     if image is None or image.size == 0:
         raise BadInputError(f"{p}: not an image OpenCV can decode (corrupt or unsupported format)")
     return image
@@ -115,10 +160,21 @@ def as_bgr(image: Any, color: str = "bgr") -> np.ndarray:
 # --- models ---------------------------------------------------------------------------------
 
 def _check_meta(meta: Any, where: Path) -> dict[str, Any]:
-    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT or not meta.get("classes"):
+    """The metadata, if it has the fields recognition relies on with usable types."""
+    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{where}: not a fervid model (no fervid metadata)")
-    if int(meta.get("version", 0)) > 1:
-        raise ModelFileError(f"{where}: model format v{meta['version']} is newer than this fervid reads")
+    classes, version = meta.get("classes"), meta.get("version", 0)
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) and c for c in classes)
+            and len(set(classes)) == len(classes)):
+        raise ModelFileError(f"{where}: not a fervid model (its metadata has no valid class list)")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ModelFileError(f"{where}: not a fervid model (format version {version!r})")
+    if version > 1:
+        raise ModelFileError(f"{where}: model format v{version} is newer than this fervid reads")
+    for key in ("mean", "std", "input_size"):
+        value = meta.get(key, 1)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            raise ModelFileError(f"{where}: not a fervid model (metadata {key} {value!r})")
     return meta
 
 
@@ -154,6 +210,8 @@ def open_model(model: str | os.PathLike | None, threads: int | None = None):
         data = p.read_bytes()
     except OSError as e:
         raise ModelFileError(f"{p}: cannot read ({e.strerror})") from None
+    if not data:
+        raise ModelFileError(f"{p}: empty file (0 bytes)")
     meta: Any = None
     if _is_safetensors(data):
         try:
@@ -185,7 +243,28 @@ def open_model(model: str | os.PathLike | None, threads: int | None = None):
                 meta = json.loads(side.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             raise ModelFileError(f"{p}: not a fervid model (damaged fervid metadata)") from None
-    return sess, _check_meta(meta, p), p
+    meta = _check_meta(meta, p)
+    _check_outputs(sess, meta, p)
+    return sess, meta, p
+
+
+def _check_outputs(sess: Any, meta: dict[str, Any], where: Path) -> None:
+    """Run one blank face: the graph must run and give one logit per class the metadata names
+    (a sidecar .json from another model would otherwise label the outputs wrongly, silently)."""
+    inp = sess.get_inputs()[0]
+    size = int(meta.get("input_size", FACE_SIZE))
+    if len(inp.shape) != 4 or inp.shape[1:] != [1, size, size]:
+        raise ModelFileError(f"{where}: not a fervid model (input shape {inp.shape}, "
+                             f"expected [N, 1, {size}, {size}])")
+    try:
+        logits = sess.run([sess.get_outputs()[0].name], {inp.name: np.zeros((1, 1, size, size), np.float32)})[0]
+    except Exception:
+        raise ModelFileError(f"{where}: not a fervid model (it does not run on one {size}x{size} face)") from None
+    n = len(meta["classes"])
+    if np.shape(logits) != (1, n):
+        outputs = np.shape(logits)[-1] if np.ndim(logits) else 0
+        raise ModelFileError(f"{where}: its metadata lists {n} classes but the model has {outputs} outputs "
+                             "(metadata of another model?)")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -201,20 +280,19 @@ class Recognizer:
     ``min_confidence``/``min_face``: detector score and smallest face side in pixels.
     ``classes``: restrict predictions to these classes (probabilities renormalised).
     ``detect=False``: every image is one already cropped face (FER-style).
-    ``threads``: ONNX Runtime intra-op threads (None: its default).
+    ``threads``: ONNX Runtime intra-op threads, classifier and detector (None: its default).
+    ``detect_size``: longest side images are shrunk to for face detection (smaller: faster,
+    but small faces are missed sooner).
     """
 
     def __init__(self, model: str | Path | None = None, *, min_confidence: float = 0.6, min_face: int = 20,
                  classes: Sequence[str] | str | None = None, detect: bool = True, threads: int | None = None,
-                 pad: float = PAD):
+                 pad: float = PAD, detect_size: int = DETECT_SIZE):
         self._session, meta, self.model_path = open_model(model, threads)
         self.meta: dict[str, Any] = meta
         self.model_classes: list[str] = list(meta["classes"])
-        inp = self._session.get_inputs()[0]
+        inp = self._session.get_inputs()[0]  # shape and outputs checked by open_model
         self.input_size = int(meta.get("input_size", FACE_SIZE))
-        if len(inp.shape) != 4 or inp.shape[1:] not in ([1, self.input_size, self.input_size],):
-            raise ModelFileError(f"{self.model_path}: not a fervid model (input shape {inp.shape}, "
-                                 f"expected [N, 1, {self.input_size}, {self.input_size}])")
         self._input, self._output = inp.name, self._session.get_outputs()[0].name
         self._mean, self._std = float(meta.get("mean", 0.5)), float(meta.get("std", 0.289))
         if isinstance(classes, str):
@@ -230,7 +308,8 @@ class Recognizer:
             self.classes = list(self.model_classes)
         self._keep = np.array([self.model_classes.index(c) for c in self.classes])
         self.detect_faces = bool(detect)
-        self.detector = FaceDetector(min_confidence, min_face, pad=pad) if detect else None
+        self.detector = (FaceDetector(min_confidence, min_face, detect_size=detect_size, pad=pad, threads=threads)
+                         if detect else None)
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
         """Faces in a BGR (or gray) image, largest first; the whole image when ``detect=False``."""
