@@ -24,7 +24,7 @@ from . import checkpoint as ckpt
 from .augment import AugmentConfig, augment, mixup  # noqa: F401  (AugmentConfig: re-exported)
 from .config import TrainConfig
 from .data import ClassSet, FaceSet, load_faces
-from .errors import BadInputError, FervidError
+from .errors import BadInputError, FervidError, ModelFileError
 from .io import write_text_atomic
 from .models import count_flops, count_params, create_model
 from .preprocess import MEAN, STD
@@ -153,6 +153,8 @@ def _log(msg: str, rank: int) -> None:
 
 
 RUN_FILES = ("last.pt", "best.safetensors", "metrics.jsonl")
+#: What a resumable last.pt must hold (``ema`` and ``history`` may be absent or None).
+RESUME_KEYS = ("config", "epoch", "best_acc", "best_epoch", "stale", "step", "model", "optimizer")
 
 
 def _sync_buffers(modules: list[nn.Module]) -> None:
@@ -218,7 +220,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         if not state_path.exists():
             raise BadInputError(f"{out}: nothing to resume (no last.pt)")
         saved = ckpt.load_training_state(state_path)
-        cfg = TrainConfig.from_dict({**saved["config"], "out": str(out)})  # the folder may have moved
+        missing = [k for k in RESUME_KEYS if k not in saved] if isinstance(saved, dict) else list(RESUME_KEYS)
+        if missing or not isinstance(saved["config"], dict):
+            raise ModelFileError(f"{state_path}: incomplete training checkpoint (no {', '.join(missing) or 'config'})")
+        try:
+            cfg = TrainConfig.from_dict({**saved["config"], "out": str(out)})  # the folder may have moved
+        except BadInputError as e:
+            raise ModelFileError(f"{state_path}: saved config cannot be used: {e}") from None
         start_epoch, best_acc, best_epoch = saved["epoch"] + 1, saved["best_acc"], saved["best_epoch"]
         stale, step = saved["stale"], saved["step"]
     else:  # every rank checks, so none is left waiting for a rank 0 that refused to start
@@ -287,10 +295,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
 
         ema = AveragedModel(model, multi_avg_fn=_ema_with_warmup(cfg.ema), use_buffers=True)
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(saved["ema"])
+        try:
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            if ema is not None:
+                ema.load_state_dict(saved["ema"])
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError):
+            raise ModelFileError(f"{state_path}: saved state does not fit the {cfg.model} model and optimizer "
+                                 "of its config (damaged, or from another run)") from None
         history = list(saved.get("history") or [])
     net: nn.Module = model
     if ddp:
