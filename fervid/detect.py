@@ -3,7 +3,11 @@
 YuNet ships with fervid (``assets/yunet.onnx``, MIT, OpenCV model zoo) and runs inside
 OpenCV, so detection adds no dependency. Three things are done around it:
 
-* Large images are detected on a copy whose longer side is at most ``max_side`` pixels
+* YuNet's network runs in ONNX Runtime, with its box decoding and non-maximum suppression
+  done here the way OpenCV's ``FaceDetectorYN`` does them (tests compare the two). Measured
+  on a 640x480 frame, one thread: 18.7 ms in ONNX Runtime against 40.9 ms through OpenCV's
+  DNN module (OpenCV 5.0), the largest single cost of video recognition.
+* Large images are detected on a copy whose longer side is at most ``detect_size`` pixels
   and the boxes are mapped back: YuNet's cost grows with the pixel count, while a face
   smaller than ``min_face`` pixels is not worth classifying anyway.
 * Small images are enlarged for detection (MIN_SIDE): YuNet misses faces that fill a tiny
@@ -28,8 +32,10 @@ import numpy as np
 from .errors import ModelFileError
 
 YUNET_PATH = Path(__file__).resolve().parent / "assets" / "yunet.onnx"
-#: Longer image side YuNet runs at; larger images are shrunk for detection only.
-MAX_SIDE = 640
+#: Longer image side YuNet runs at by default; larger images are shrunk for detection only
+#: (``detect_size``). Chosen by measurement (bench/run.py, bench/realfaces.py; see
+#: docs/benchmarks.md): at 640x480, 640 px costs about twice 480 px and four times 320 px.
+DETECT_SIZE = 640
 #: Smaller images are enlarged to this longer side for detection: YuNet misses many faces
 #: that fill a tiny image (500 raw 48x48 FER faces: 79.4% found as they are, 97.8% at
 #: 96 px, 98.6% at 192 px, 99.8% at 256 px).
@@ -37,6 +43,10 @@ MIN_SIDE = 256
 #: Padding (fraction of the image's size, per side) for the retry on frames with no face.
 PAD = 0.1
 NMS_THRESHOLD = 0.3
+#: YuNet's feature strides, and the multiple its input sides are padded to.
+STRIDES = (8, 16, 32)
+DIVISOR = 32
+TOP_K = 5000
 
 
 @dataclass
@@ -50,27 +60,62 @@ class Detection:
     face_size: float = 0.0
 
 
-def _quiet_create(model: str, size: tuple[int, int], score: float, nms: float) -> cv2.FaceDetectorYN:
-    """Create the detector without OpenCV 5's one-off backend warning on stderr."""
-    log = getattr(getattr(cv2, "utils", None), "logging", None)
-    level = log.getLogLevel() if log else None
-    try:
-        if log:
-            log.setLogLevel(log.LOG_LEVEL_ERROR)
-        return cv2.FaceDetectorYN.create(model, "", size, score, nms, 5000)
-    finally:
-        if log and level is not None:
-            log.setLogLevel(level)
+def check_detect_size(value: int) -> int:
+    """``detect_size`` as an int, or ValueError: below 64 px YuNet finds next to nothing."""
+    size = int(value)
+    if size < 64:
+        raise ValueError(f"detect size must be at least 64 pixels, got {value}")
+    return size
+
+
+def decode(outputs: list[np.ndarray], pad_w: int, pad_h: int, score_threshold: float,
+           nms_threshold: float = NMS_THRESHOLD, top_k: int = TOP_K) -> np.ndarray:
+    """YuNet's 12 outputs (cls, obj, bbox, kps for strides 8, 16, 32) as rows of x, y, w, h,
+    10 landmark coordinates and score, after non-maximum suppression: the same arithmetic as
+    OpenCV's ``FaceDetectorYN`` (objdetect/src/face_detect.cpp), vectorised."""
+    rows = []
+    n = len(STRIDES)
+    for i, stride in enumerate(STRIDES):
+        cols = pad_w // stride
+        cls, obj = outputs[i].reshape(-1), outputs[i + n].reshape(-1)
+        score = np.sqrt(np.clip(cls, 0, 1) * np.clip(obj, 0, 1))
+        keep = np.flatnonzero(score >= score_threshold)
+        if not len(keep):
+            continue
+        bbox = outputs[i + 2 * n].reshape(-1, 4)[keep]
+        kps = outputs[i + 3 * n].reshape(-1, 10)[keep]
+        c = (keep % cols).astype(np.float32)[:, None]
+        r = (keep // cols).astype(np.float32)[:, None]
+        w = np.exp(bbox[:, 2:3]) * stride
+        h = np.exp(bbox[:, 3:4]) * stride
+        x1 = (c + bbox[:, 0:1]) * stride - w / 2
+        y1 = (r + bbox[:, 1:2]) * stride - h / 2
+        marks = np.empty_like(kps)
+        marks[:, 0::2] = (kps[:, 0::2] + c) * stride
+        marks[:, 1::2] = (kps[:, 1::2] + r) * stride
+        rows.append(np.hstack([x1, y1, w, h, marks, score[keep, None]]).astype(np.float32))
+    if not rows:
+        return np.zeros((0, 15), np.float32)
+    faces = np.concatenate(rows)
+    if len(faces) > 1:
+        boxes = [[int(x), int(y), int(w), int(h)] for x, y, w, h in faces[:, :4]]
+        idx = cv2.dnn.NMSBoxes(boxes, faces[:, 14].tolist(), score_threshold, nms_threshold, 1.0, top_k)
+        faces = faces[np.asarray(idx, dtype=np.int64).reshape(-1)]
+    return faces
 
 
 class FaceDetector:
     """All faces of a BGR frame, above a confidence and a minimum size.
 
-    Not thread-safe (OpenCV's detector keeps its input size); use one per thread.
+    ``detect_size``: longest side, in pixels, that images are shrunk to for detection.
+    ``threads``: ONNX Runtime threads for YuNet (None: its default, all cores).
+    Not thread-safe (it reuses its input buffer between frames); use one per thread.
     """
 
-    def __init__(self, min_confidence: float = 0.6, min_face: int = 20, max_side: int = MAX_SIDE,
-                 pad: float = PAD, model: str | os.PathLike | None = None):
+    def __init__(self, min_confidence: float = 0.6, min_face: int = 20, detect_size: int = DETECT_SIZE,
+                 pad: float = PAD, model: str | os.PathLike | None = None, threads: int | None = None):
+        import onnxruntime as ort
+
         path = Path(model) if model else YUNET_PATH
         if not path.is_file():
             raise ModelFileError(f"{path}: face detector model not found")
@@ -78,21 +123,41 @@ class FaceDetector:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
         self.min_confidence = float(min_confidence)
         self.min_face = int(min_face)
-        self.max_side = int(max_side)
+        self.detect_size = check_detect_size(detect_size)
         self.pad = float(pad)
-        self._size = (320, 320)
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
         try:
-            self._net = _quiet_create(str(path), self._size, self.min_confidence, NMS_THRESHOLD)
-        except cv2.error:
+            self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception:
             raise ModelFileError(f"{path}: not a YuNet face detector model") from None
+        names = [o.name for o in self._session.get_outputs()]
+        self._outputs = [f"{k}_{s}" for k in ("cls", "obj", "bbox", "kps") for s in STRIDES]
+        if self._session.get_inputs()[0].shape[1] != 3 or not set(self._outputs) <= set(names):
+            raise ModelFileError(f"{path}: not a YuNet face detector model (unexpected inputs/outputs)")
+        self._input = self._session.get_inputs()[0].name
+        self._blob: np.ndarray | None = None  # reused between frames of the same size
+
+    @property
+    def max_side(self) -> int:  # the name before detect_size existed
+        return self.detect_size
 
     def _run(self, bgr: np.ndarray) -> np.ndarray:
+        """Raw YuNet rows for one BGR uint8 image, in its pixel coordinates."""
         h, w = bgr.shape[:2]
-        if (w, h) != self._size:
-            self._net.setInputSize((w, h))
-            self._size = (w, h)
-        _, faces = self._net.detect(bgr)
-        return np.zeros((0, 15), np.float32) if faces is None else faces
+        pad_h, pad_w = -(-h // DIVISOR) * DIVISOR, -(-w // DIVISOR) * DIVISOR
+        if self._blob is None or self._blob.shape[2:] != (pad_h, pad_w):
+            self._blob = np.zeros((1, 3, pad_h, pad_w), np.float32)
+        blob = self._blob
+        blob[0, :, :h, :w] = bgr.transpose(2, 0, 1)  # the padding stays 0, as in OpenCV
+        if h < pad_h or w < pad_w:
+            blob[0, :, h:, :] = 0
+            blob[0, :, :, w:] = 0
+        outputs = self._session.run(self._outputs, {self._input: blob})
+        return decode(outputs, pad_w, pad_h, self.min_confidence)
 
     def _detect_scaled(self, bgr: np.ndarray, pad: float) -> np.ndarray:
         """Raw YuNet rows (x, y, w, h, 10 landmark coords, score) in ``bgr``'s coordinates."""
@@ -101,7 +166,7 @@ class FaceDetector:
         img = cv2.copyMakeBorder(bgr, p, p, p, p, cv2.BORDER_REPLICATE) if p else bgr
         ph, pw = img.shape[:2]
         long = max(ph, pw)
-        scale = self.max_side / long if long > self.max_side else (MIN_SIDE / long if long < MIN_SIDE else 1.0)
+        scale = self.detect_size / long if long > self.detect_size else (MIN_SIDE / long if long < MIN_SIDE else 1.0)
         if scale != 1.0:
             img = cv2.resize(img, (max(1, round(pw * scale)), max(1, round(ph * scale))),
                              interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
