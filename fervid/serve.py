@@ -78,6 +78,8 @@ class ServeConfig:
     min_confidence: float = 0.6
     min_face: int = 20
     classes: list[str] | None = None
+    #: Longest side images are shrunk to for face detection (None: fervid's default).
+    detect_size: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_upload_mb", "max_pixels", "max_batch_files", "max_batch_mb", "max_video_mb",
@@ -124,7 +126,8 @@ def load_recognizer(config: ServeConfig) -> Any:
     from .recognize import Recognizer
 
     return Recognizer(config.model, min_confidence=config.min_confidence, min_face=config.min_face,
-                      classes=config.classes, threads=1)
+                      classes=config.classes, threads=1,
+                      **({"detect_size": config.detect_size} if config.detect_size else {}))
 
 
 class Service:

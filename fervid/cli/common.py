@@ -3,9 +3,32 @@ from __future__ import annotations
 
 import argparse
 
+#: fervid.detect.DETECT_SIZE, written out so building the parser imports no OpenCV
+#: (tests/test_bench.py checks the two agree).
+DETECT_SIZE_DEFAULT = 640
+
+
+def detect_size(text: str) -> int:
+    """--detect-size: a whole number of pixels, at least 64 (below that YuNet finds next to nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
+    if value < 64:
+        raise argparse.ArgumentTypeError(f"must be at least 64 pixels, got {value}")
+    return value
+
+
+def add_detect_flags(p: argparse.ArgumentParser) -> None:
+    """--detect-size: the speed/recall knob of face detection (see docs/benchmarks.md)."""
+    p.add_argument("--detect-size", type=detect_size, default=None, metavar="PX",
+                   help="longest side, in pixels, images are shrunk to for face detection: smaller is faster "
+                   "but misses small faces sooner; larger images only (default: "
+                   f"{DETECT_SIZE_DEFAULT})")
+
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
-    """--model, --min-confidence, --min-face and --classes, with one wording and one set of defaults."""
+    """--model, --min-confidence, --min-face, --classes and --detect-size, with one wording and defaults."""
     p.add_argument("--model", metavar="MODEL",
                    help="a .onnx or .safetensors fervid model, or a training run folder (default: the bundled model)")
     p.add_argument("--min-confidence", type=float, default=0.6, metavar="P",
@@ -15,3 +38,10 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", metavar="LIST",
                    help="comma list of the model's classes to choose among (others are dropped and the rest "
                    "renormalised; default: all)")
+    add_detect_flags(p)
+
+
+def detect_kwargs(args: argparse.Namespace) -> dict:
+    """``detect_size=...`` for ``Recognizer`` when the flag was given (else the library's default)."""
+    size = getattr(args, "detect_size", None)
+    return {} if size is None else {"detect_size": size}

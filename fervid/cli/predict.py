@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .common import add_detect_flags, detect_kwargs
+
 
 def _positive_float(text: str) -> float:
     v = float(text)
@@ -27,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     table = out_dir / f"predictions.{args.format}"
     recognizer = Recognizer(args.model, min_confidence=args.min_confidence, min_face=args.min_face,
                             classes=args.classes, detect=not args.no_detect, threads=args.threads,
-                            **({"pad": args.pad} if args.pad is not None else {}))
+                            **({"pad": args.pad} if args.pad is not None else {}), **detect_kwargs(args))
     expanded = expand_inputs(args.inputs, skip=out_dir)
     if not args.overwrite:  # refuse before any work rather than after half of it
         planned = [table] + ([] if args.no_annotate else [annotated_path(out_dir, f) for f in expanded.files])
@@ -104,6 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pad", type=float, default=None,
                    help="padding (fraction of the image size) for a second detection pass on images "
                    "where none was found, to give tightly cropped faces context (default: 0.1; 0 = off)")
+    add_detect_flags(p)
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
     p.add_argument("--no-annotate", action="store_true", help="write the table only, no annotated images")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         model=model, max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
         max_batch_files=args.max_batch_files, max_batch_mb=args.max_batch_mb, max_video_mb=args.max_video_mb,
         max_video_seconds=args.max_video_seconds, concurrency=threads, min_confidence=args.min_confidence,
-        min_face=args.min_face, classes=classes)
+        min_face=args.min_face, classes=classes, detect_size=args.detect_size)
     _check_port(args.host, args.port)
     import logging
 

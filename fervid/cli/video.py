@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_model_flags
+from .common import add_model_flags, detect_kwargs
 
 
 def add_recognizer_flags(p: argparse.ArgumentParser) -> None:
@@ -23,7 +23,7 @@ def make_recognizer(args: argparse.Namespace):
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     return Recognizer(args.model, min_confidence=args.min_confidence, min_face=args.min_face, classes=classes,
-                      threads=args.threads)
+                      threads=args.threads, **detect_kwargs(args))
 
 
 def default_outputs(args: argparse.Namespace) -> tuple[Path | None, Path | None, Path | None]:
