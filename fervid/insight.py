@@ -289,12 +289,15 @@ class FaceCrops:
 
 
 def face_crops(image: np.ndarray, size: int = FACE_SIZE, detect: bool | None = None,
-               detector: Any = None, min_confidence: float = 0.6, min_face: int = 20) -> FaceCrops:
+               detector: Any = None, min_confidence: float = 0.6, min_face: int = 20,
+               **detector_kw: Any) -> FaceCrops:
     """The aligned faces of a BGR/gray image, largest first, exactly as recognition crops them.
 
     ``detect=None`` decides by size: an image of the model's input size (a FER-2013 crop)
     is one face already and is only equalized; anything else goes through YuNet and the
-    same eye-levelled alignment as :class:`fervid.recognize.Recognizer`.
+    same eye-levelled alignment as :class:`fervid.recognize.Recognizer`. ``detector``: a
+    :class:`fervid.detect.FaceDetector` to reuse over many images (else one is made with
+    ``min_confidence``, ``min_face`` and ``detector_kw``, e.g. ``detect_size``).
     """
     gray = to_gray(image)
     h, w = gray.shape[:2]
@@ -305,7 +308,7 @@ def face_crops(image: np.ndarray, size: int = FACE_SIZE, detect: bool | None = N
     if detector is None:
         from .detect import FaceDetector
 
-        detector = FaceDetector(min_confidence, min_face)
+        detector = FaceDetector(min_confidence, min_face, **detector_kw)
     found = detector.detect(image)
     crops = np.empty((len(found), size, size), np.uint8)
     for i, d in enumerate(found):

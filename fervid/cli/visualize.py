@@ -46,6 +46,16 @@ def _detect_flag(args: argparse.Namespace) -> bool | None:
     return False if args.no_detect else None
 
 
+def _detector(args: argparse.Namespace):
+    """The face detector recognition would use with these flags (None with --no-detect)."""
+    if args.no_detect:
+        return None
+    from ..detect import FaceDetector
+    from .common import detect_kwargs
+
+    return FaceDetector(args.min_confidence, args.min_face, threads=args.threads or None, **detect_kwargs(args))
+
+
 def run_layers(args: argparse.Namespace) -> int:
     from ..insight import default_map_layers, gradcam_layer, probe_layers
 
@@ -90,8 +100,7 @@ def run_maps(args: argparse.Namespace) -> int:
         from ..insight import check_layers, probe_layers
 
         check_layers(probe_layers(model, int(meta.get("input_size", 48))), layers)
-    found = face_crops(read_image(args.image), int(meta.get("input_size", 48)), _detect_flag(args),
-                       min_confidence=args.min_confidence, min_face=args.min_face)
+    found = face_crops(read_image(args.image), int(meta.get("input_size", 48)), _detect_flag(args), _detector(args))
     if len(found.crops) < args.face:
         raise BadInputError(f"{args.image}: {len(found.crops)} face(s) found, no face {args.face} "
                             "(for an already cropped face use --no-detect)")
@@ -111,7 +120,6 @@ def _cam_out_path(out_dir: Path, name: str, taken: set[Path]) -> Path:
 
 def run_gradcam(args: argparse.Namespace) -> int:
     from ..batch import expand_inputs
-    from ..detect import FaceDetector
     from ..errors import BadInputError
     from ..insight import face_crops, probe_layers
     from ..recognize import read_image
@@ -132,7 +140,7 @@ def run_gradcam(args: argparse.Namespace) -> int:
     if existing and not args.overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
         raise BadInputError(f"{existing[0]}: already exists{more} (use --overwrite to replace, or another --out-dir)")
-    detector = None if args.no_detect else FaceDetector(args.min_confidence, args.min_face)
+    detector = _detector(args)
     failures = list(expanded.errors)
     for e in expanded.errors:
         print(f"fervid visualize: error: {e}", file=sys.stderr)
@@ -196,6 +204,8 @@ def _probability(text: str) -> float:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from .common import add_detect_flags
+
     model = argparse.ArgumentParser(add_help=False)
     model.add_argument("--model", metavar="MODEL",
                        help="a fervid .safetensors model or training run folder (default: the shipped model, "
@@ -211,6 +221,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="face detector score a face needs, 0..1 (default: 0.6)")
     faces.add_argument("--min-face", type=int, default=20, metavar="PX",
                        help="ignore faces smaller than this many pixels (default: 20)")
+    add_detect_flags(faces)
 
     p = sub.add_parser("visualize", help="look inside a model: filters, feature maps, Grad-CAM, gallery",
                        description="Pictures of what a model has learnt and where it looks. Needs PyTorch and a "
@@ -224,7 +235,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     v = views.add_parser("filters", parents=[model, writes], help="first-layer filters as a grid PNG",
                          description="The kernels of the model's first convolution on one shared colour scale.")
-    v.add_argument("-o", "--output", default="filters.png", help="PNG to write (default: filters.png)")
+    v.add_argument("-o", "--output", default="filters.png", metavar="PNG", help="PNG to write (default: filters.png)")
     v.set_defaults(func=run_filters)
 
     v = views.add_parser("maps", parents=[model, faces, writes], help="feature maps of layers for a face, as a PNG",
@@ -234,9 +245,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--layers", metavar="LIST",
                    help="comma list of layer names (see `fervid visualize layers`; default: the last conv of "
                    "each stage)")
-    v.add_argument("--channels", type=_positive, default=16, help="channels shown per layer (default: 16)")
-    v.add_argument("--face", type=_positive, default=1, help="which face of a photo, 1 = largest (default: 1)")
-    v.add_argument("-o", "--output", default="maps.png", help="PNG to write (default: maps.png)")
+    v.add_argument("--channels", type=_positive, default=16, metavar="N", help="channels shown per layer (default: 16)")
+    v.add_argument("--face", type=_positive, default=1, metavar="N", help="which face of a photo, 1 = largest (default: 1)")
+    v.add_argument("-o", "--output", default="maps.png", metavar="PNG", help="PNG to write (default: maps.png)")
     v.set_defaults(func=run_maps)
 
     v = views.add_parser("gradcam", parents=[model, faces, writes], help="Grad-CAM heat maps over faces",
@@ -251,7 +262,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--all-classes", action="store_true", help="one heat map per class of the model")
     v.add_argument("--layer", help="layer whose activations are weighted (default: the last conv's output; "
                    "see `fervid visualize layers`)")
-    v.add_argument("-o", "--out-dir", default="fervid-gradcam",
+    v.add_argument("-o", "--out-dir", default="fervid-gradcam", metavar="DIR",
                    help="folder for the PNGs, one per image named after it (default: fervid-gradcam)")
     v.set_defaults(func=run_gradcam)
 
@@ -262,8 +273,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--data", required=True, help="FER-2013 source: fer2013.csv or a folder in the Kaggle layout")
     v.add_argument("--split", default="test",
                    help="split: Training, PublicTest, PrivateTest, train, test, all (default: test)")
-    v.add_argument("--per-class", type=_positive, default=6, help="faces per class on each side (default: 6)")
-    v.add_argument("--batch-size", type=_positive, default=256, help="faces per forward pass (default: 256)")
+    v.add_argument("--per-class", type=_positive, default=6, metavar="N", help="faces per class on each side (default: 6)")
+    v.add_argument("--batch-size", type=_positive, default=256, metavar="N", help="faces per forward pass (default: 256)")
     v.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    v.add_argument("-o", "--output", default="gallery.png", help="PNG to write (default: gallery.png)")
+    v.add_argument("-o", "--output", default="gallery.png", metavar="PNG", help="PNG to write (default: gallery.png)")
     v.set_defaults(func=run_gallery)
