@@ -40,7 +40,7 @@ def save_model(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) 
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, durable=True) as tmp:
         save_file(state, str(tmp), metadata={"fervid": json.dumps(meta)})
     return path
 
@@ -131,7 +131,7 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
 
 def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Full resumable state (model, optimizer, EMA, RNG, epoch) via torch.save, atomically."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, durable=True) as tmp:
         torch.save(state, tmp)
 
 
