@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fervid import preprocess  # noqa: E402
-from fervid.detect import FaceDetector  # noqa: E402
+from fervid.detect import DETECT_SIZE, FaceDetector  # noqa: E402
 from fervid.recognize import Recognizer, read_image  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "realfaces"
@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="size the crop from the landmarks, not the face box (--scale then sets ALIGN_SCALE_LM)")
     ap.add_argument("--no-rotate", action="store_true", help="do not level the eyes (for comparison)")
     ap.add_argument("--min-confidence", type=float, default=0.6, help="detector threshold (default 0.6)")
+    ap.add_argument("--detect-size", type=int, default=DETECT_SIZE,
+                    help=f"longest side images are shrunk to for detection (default {DETECT_SIZE})")
     ap.add_argument("--limit", type=int, default=0, help="use a seeded sample of N images (0 = all)")
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
     ap.add_argument("--json", help="also write the results here")
@@ -114,11 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     grays = [None] * len(items)
     for pad in pads:
-        det = FaceDetector(args.min_confidence, 20, pad=pad)
+        det = FaceDetector(args.min_confidence, 20, pad=pad, detect_size=args.detect_size)
         if args.pad_always and pad > 0:
-            det = AlwaysPad(args.min_confidence, 20, pad=pad)
+            det = AlwaysPad(args.min_confidence, 20, pad=pad, detect_size=args.detect_size)
         t0 = time.perf_counter()
-        key = (str(root), args.limit, pad, bool(args.pad_always), args.min_confidence)
+        key = (str(root), args.limit, pad, bool(args.pad_always), args.min_confidence, args.detect_size)
         cache = pickle.loads(Path(args.cache).read_bytes()) if args.cache and Path(args.cache).is_file() else {}
         cached = key in cache
         dets = cache.get(key, [])
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             for k, p in zip(have, probs):
                 preds[k] = rec.classes[int(p.argmax())]
             r = score(preds, labels, rec.classes)
-            r.update(pad=pad, pad_always=bool(args.pad_always), landmark_size=bool(args.landmark_size), scale=scale, eye_y=eye_y, rotate=not args.no_rotate,
+            r.update(detect_size=args.detect_size, pad=pad, pad_always=bool(args.pad_always), landmark_size=bool(args.landmark_size), scale=scale, eye_y=eye_y, rotate=not args.no_rotate,
                      detect_ms=None if cached else round(1000 * t_det / len(items), 2),
                      classify_ms=round(1000 * (time.perf_counter() - t1) / len(items), 2))
             results.append(r)
