@@ -140,7 +140,9 @@ def _lines(path: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
-    data = _training_csv(tmp_path / "fer2013.csv", copies=1)
+    """Killed half an epoch after a checkpoint (in the middle of the next epoch's steps), resumed
+    with --resume: weights, EMA, optimizer state, best model and metrics equal an uninterrupted run's."""
+    data = _training_csv(tmp_path / "fer2013.csv", copies=2)  # a few steps an epoch to be killed among
     args = ["--data", str(data), "--train-split", "Training", "--val-split", "PublicTest", "--model", "vgg_tiny",
             "--epochs", "4", "--batch-size", "8", "--lr", "0.02", "--ema", "0.9", "--seed", "5",
             "--threads", "1", "--device", "cpu", "--no-progress"]
@@ -151,7 +153,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     proc = _fervid([*args, "--out", str(killed)])
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if (killed / "last.pt").exists() and _lines(killed / "metrics.jsonl"):
+        done = _lines(killed / "metrics.jsonl")
+        if (killed / "last.pt").exists() and done:
+            time.sleep(done[0]["seconds"] / 2)  # half an epoch into the next one
             break
         time.sleep(0.005)
     assert proc.poll() is None, "the run ended before it could be killed:\n" + proc.communicate()[0]
@@ -160,6 +164,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     saved_epoch = ckpt.load_training_state(killed / "last.pt")["epoch"]  # 0-based
     assert 0 <= saved_epoch < 3, "killed after at least one checkpoint and before the end"
+    # Between two checkpoints: epochs 1..saved_epoch+1 are recorded, the next one was under way.
+    assert [r["epoch"] for r in _lines(killed / "metrics.jsonl")] == list(range(1, saved_epoch + 2))
     out, _ = ref.communicate(timeout=300)
     assert ref.returncode == 0, out
 
@@ -169,11 +175,15 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     assert f"resuming after epoch {saved_epoch + 1}" in out
 
     a, b = ckpt.load_training_state(straight / "last.pt"), ckpt.load_training_state(killed / "last.pt")
-    assert a["epoch"] == b["epoch"] == 3
+    assert a["epoch"] == b["epoch"] == 3 and a["step"] == b["step"]
     for part in ("model", "ema"):
         assert a[part].keys() == b[part].keys()
         for k in a[part]:
             assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after kill and resume"
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    for i, st in a["optimizer"]["state"].items():  # SGD momentum buffers
+        for k, v in st.items():
+            assert torch.equal(v, b["optimizer"]["state"][i][k]), f"optimizer state {i}.{k} differs"
     best_a, best_b = load_file(straight / "best.safetensors"), load_file(killed / "best.safetensors")
     assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
 
