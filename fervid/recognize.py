@@ -145,9 +145,9 @@ def as_bgr(image: Any, color: str = "bgr") -> np.ndarray:
         if arr.dtype == np.uint16:
             arr = (arr >> 8).astype(np.uint8)
         elif np.issubdtype(arr.dtype, np.floating) or arr.dtype == bool:
-            arr = arr.astype(np.float32)
-            arr = np.clip(arr * 255.0 if arr.size and float(np.nanmax(arr)) <= 1.0 else arr, 0, 255)
-            arr = np.nan_to_num(arr).astype(np.uint8)
+            # float64 and NaN/inf mapped first: a float32 cast of large values overflows (with a warning)
+            arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+            arr = np.clip(arr * 255.0 if arr.size and float(arr.max()) <= 1.0 else arr, 0, 255).astype(np.uint8)
         else:
             arr = np.clip(arr, 0, 255).astype(np.uint8)
     if color.lower() not in ("bgr", "rgb"):

@@ -182,3 +182,28 @@ def test_fer_csv_reads_or_refuses_in_one_line(data, scratch):
     n = len(raw.labels)
     assert n > 0 and raw.images.shape == (n, 48, 48) and raw.images.dtype == np.uint8
     assert raw.labels.min() >= 0 and raw.labels.max() <= 6 and len(raw.usage) == n
+
+
+# --- arrays given to the Python API -----------------------------------------------------------------
+
+@st.composite
+def any_array(draw) -> np.ndarray:
+    from hypothesis.extra import numpy as hnp
+
+    dtype = draw(st.sampled_from([np.uint8, np.uint16, np.int16, np.int64, np.float32, np.float64, np.bool_]))
+    h, w = draw(st.integers(0, 40)), draw(st.integers(0, 40))
+    shape = draw(st.sampled_from([(h, w), (h, w, 1), (h, w, 3), (h, w, 4), (h, w, 2), (h,), (h, w, 3, 1)]))
+    return draw(hnp.arrays(dtype, shape, elements=None if dtype is not np.float64 else
+                           st.floats(allow_nan=True, allow_infinity=True, width=64)))
+
+
+@settings(FUZZ, max_examples=200)
+@given(array=any_array(), color=st.sampled_from(["bgr", "rgb"]))
+def test_arrays_predict_or_refuse_in_one_line(array, color, recognizer):
+    """Recognizer.predict on numpy arrays of any dtype and shape: faces, or one BadInputError line."""
+    try:
+        faces = recognizer.predict(array, color=color)
+    except BadInputError as e:
+        assert "\n" not in str(e)
+        return
+    assert isinstance(faces, list)
