@@ -273,7 +273,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     torch.manual_seed(cfg.seed)
     # Dropout changes no weight shape, so a saved model loads with its architecture's default.
     arch_kwargs = {"dropout": cfg.dropout} if cfg.dropout >= 0 else {}
-    model = create_model(cfg.model, num_classes=len(classes), **arch_kwargs).to(device)
+    try:
+        model = create_model(cfg.model, num_classes=len(classes), **arch_kwargs).to(device)
+    except ValueError as e:  # e.g. a dropout the architecture scales past 1 (baseline doubles it)
+        raise BadInputError(f"--dropout {cfg.dropout} does not fit {cfg.model}: {e}") from None
     if cfg.init and saved is None:
         init_model, init_meta = ckpt.load_model(cfg.init)
         if init_meta["arch"] != cfg.model or list(init_meta["classes"]) != classes:

@@ -69,7 +69,7 @@ def suggest(trial: Any, settings: TuneSettings, base: TrainConfig) -> dict[str, 
     if settings.space == "model":
         models = list(settings.models)
         p: dict[str, Any] = {"model": trial.suggest_categorical("model", models) if len(models) > 1 else models[0]}
-        p["dropout"] = trial.suggest_float("dropout", 0.0, 0.6)
+        p["dropout"] = trial.suggest_float("dropout", 0.0, 0.5)  # baseline doubles it in its dense layer
         p["lr"] = trial.suggest_float("lr", *LR_RANGE[base.optimizer], log=True)
         p["weight_decay"] = trial.suggest_float("weight_decay", 1e-5, 1e-2, log=True)
         p["batch_size"] = trial.suggest_categorical("batch_size", BATCH_SIZES)
@@ -245,8 +245,12 @@ def _comparable(state: dict[str, Any]) -> dict[str, Any]:
             "config": {k: v for k, v in state.get("config", {}).items() if k not in LOCAL_FIELDS}}
 
 
-def _save_state(base: TrainConfig, settings: TuneSettings) -> None:
-    """OUT/tune.json; an OUT that holds another study is refused, the same one is continued."""
+def _save_state(base: TrainConfig, settings: TuneSettings, check_only: bool = False) -> None:
+    """OUT/tune.json; an OUT that holds another study is refused, the same one is continued.
+
+    ``check_only`` refuses a mismatch without writing, so that a study that then fails to
+    open (a bad --storage) leaves no state behind that a corrected command would trip over.
+    """
     path = Path(settings.out) / STATE_FILE
     mine = {"settings": {**dataclasses.asdict(settings), "out": None, "models": list(settings.models)},
             "config": {**base.to_dict(), "out": None}}
@@ -260,7 +264,8 @@ def _save_state(base: TrainConfig, settings: TuneSettings) -> None:
             raise BadInputError(f"{settings.out}: holds another study ({diff}); use --resume {settings.out} "
                                 f"or another --out")
         return
-    write_text_atomic(path, json.dumps(mine, indent=2))
+    if not check_only:
+        write_text_atomic(path, json.dumps(mine, indent=2))
 
 
 def tune(base: TrainConfig, settings: TuneSettings, trials: int | None = 20, timeout: float | None = None,
@@ -284,12 +289,12 @@ def tune(base: TrainConfig, settings: TuneSettings, trials: int | None = 20, tim
     class_set = ClassSet.parse(base.classes, base.merge)
     train_set = load_faces(base.data, base.train_split, class_set)
     val_set = load_faces(base.data, base.val_split, class_set)
-    out.mkdir(parents=True, exist_ok=True)
-    _save_state(base, settings)
+    _save_state(base, settings, check_only=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Heartbeats and stale-trial handling are "experimental" in Optuna 5 and warn on every call.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study = open_study(base, settings)
+    _save_state(base, settings)
     start = time.monotonic()
     log(f"fervid tune: study {settings.study_name!r} in {settings.storage_url()}, space {settings.space}, "
         f"{_counted(study)} trial(s) so far; target {trials or 'none'}, timeout {timeout or 'none'} s")

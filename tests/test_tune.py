@@ -4,6 +4,7 @@ them consistent, and the best.yaml it writes trains with ``fervid train --config
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -170,6 +171,9 @@ def test_dropout_passthrough(tmp_path, monkeypatch):
     assert seen[0]["dropout"] == 0.2 and "dropout" not in seen[1]
     with pytest.raises(BadInputError, match="dropout 1.0 is out of range"):
         TrainConfig(dropout=1.0).validate()
+    cfg = dataclasses.replace(cfg, model="baseline", dropout=0.7, out=str(tmp_path / "b"))
+    with pytest.raises(BadInputError, match="--dropout 0.7 does not fit baseline"):
+        engine.train(cfg, progress=False)
 
 
 @pytest.mark.parametrize("extra,match", [
@@ -186,6 +190,7 @@ def test_bad_input_is_one_line(tmp_path, capsys, extra, match):
     code, _, err = cli(["tune", *TINY, "--out", str(tmp_path / "o"), *extra], capsys)
     assert code == 2 and match in err, err
     assert err.startswith("fervid tune: error: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "o" / "tune.json").exists(), "a refused study leaves nothing to trip over"
 
 
 @pytest.mark.slow
