@@ -5,7 +5,7 @@ import argparse
 
 #: fervid.detect.DETECT_SIZE, written out so building the parser imports no OpenCV
 #: (tests/test_bench.py checks the two agree).
-DETECT_SIZE_DEFAULT = 640
+DETECT_SIZE_DEFAULT = 480
 
 
 def detect_size(text: str) -> int:
