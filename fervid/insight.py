@@ -244,8 +244,11 @@ class CamResult:
     layer: str
 
 
+CAM_METHODS = ("gradcam", "hirescam")
+
+
 def grad_cam(model: nn.Module, faces: np.ndarray, target: int | Sequence[int] | None = None,
-             layer: str | None = None, meta: dict[str, Any] | None = None) -> CamResult:
+             layer: str | None = None, meta: dict[str, Any] | None = None, method: str = "gradcam") -> CamResult:
     """Grad-CAM (Selvaraju et al., 2017) for equalized uint8 faces [N, S, S].
 
     The map for class c is ReLU(sum_k a_k A_k), with A the activations of ``layer`` (default:
@@ -253,6 +256,13 @@ def grad_cam(model: nn.Module, faces: np.ndarray, target: int | Sequence[int] | 
     bilinearly to the input size and divided by its maximum, so 1 marks the region that
     most raises the class score and an all-zero map means nothing raised it. ``target``:
     None (each face's predicted class), one class index, or one index per face.
+
+    ``method="hirescam"`` (Draelos & Carin, 2020) weights each activation by its own gradient
+    instead of the channel's spatial mean. Behind global average pooling and one linear layer
+    (resnet_*) the gradient is the same everywhere in a channel and both maps are identical
+    (CAM); behind a flatten + linear head (vgg_*, baseline) each position has its own weights,
+    their average can cancel, and Grad-CAM comes out empty for many faces (docs/visualize.md
+    measures it on the shipped model) where HiResCAM still shows what raised the score.
     """
     model.eval()
     size = faces.shape[-2:]
@@ -268,13 +278,44 @@ def grad_cam(model: nn.Module, faces: np.ndarray, target: int | Sequence[int] | 
         else:
             t = torch.as_tensor(np.broadcast_to(np.asarray(target, dtype=np.int64), (len(faces),)).copy())
         (grads,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), acts)
-    weights = grads.mean(dim=(2, 3), keepdim=True)
+    if method == "gradcam":
+        weights = grads.mean(dim=(2, 3), keepdim=True)
+    elif method == "hirescam":
+        weights = grads
+    else:
+        raise BadInputError(f"unknown method {method!r}; use one of {', '.join(CAM_METHODS)}")
     cam = F.relu((weights * acts.detach()).sum(dim=1, keepdim=True))
     cam = F.interpolate(cam, size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
     peak = cam.flatten(1).amax(1)[:, None, None]
     cam = torch.where(peak > 0, cam / peak.clamp_min(1e-12), torch.zeros_like(cam)).clamp_(0.0, 1.0)
     probs = F.softmax(logits.detach().float(), dim=1)
     return CamResult(cam.float().numpy(), probs.numpy(), t.numpy(), layer)
+
+
+def deletion_drop(model: nn.Module, faces: np.ndarray, cams: np.ndarray, targets: np.ndarray,
+                  fraction: float = 0.1, meta: dict[str, Any] | None = None, seed: int = 0) -> float:
+    """Mean fall in the target class's probability when the ``fraction`` of pixels a map rates
+    highest are blanked (set to the mean grey, 0 after normalisation).
+
+    A faithfulness check for heat maps (the "deletion" test of Petsiuk et al., 2018): a map
+    that points at what the model uses costs more probability than a random one of the same
+    area. Ties (flat or empty maps) are broken at random, so an empty map scores as random.
+    """
+    rng = np.random.default_rng(seed)
+    n, area = len(faces), int(np.prod(faces.shape[-2:]))
+    k = max(1, int(round(fraction * area)))
+    scores = cams.reshape(n, area) + rng.uniform(0, 1e-6, (n, area))
+    top = np.argsort(-scores, axis=1)[:, :k]
+    mask = np.zeros((n, area), bool)
+    np.put_along_axis(mask, top, True, axis=1)
+    x = to_tensor(faces, meta)
+    rows = torch.arange(n)
+    t = torch.as_tensor(np.asarray(targets, dtype=np.int64))
+    model.eval()
+    with torch.no_grad():
+        before = F.softmax(model(x), 1)[rows, t]
+        after = F.softmax(model(x.masked_fill(torch.as_tensor(mask.reshape(x.shape)), 0.0)), 1)[rows, t]
+    return float((before - after).mean())
 
 
 # --- faces ----------------------------------------------------------------------------------

@@ -114,8 +114,11 @@ class _Canvas:
         return path
 
 
-def _short(text: str, n: int) -> str:
-    return text if len(text) <= n else "..." + text[-(n - 3):]
+def _short(text: str, n: int, keep_end: bool = True) -> str:
+    """``text`` cut to ``n`` characters: a path keeps its end (the file name), prose its start."""
+    if len(text) <= n:
+        return text
+    return "..." + text[-(n - 3):] if keep_end else text[:n - 3] + "..."
 
 
 # --- filters --------------------------------------------------------------------------------
@@ -201,7 +204,7 @@ def render_gradcam(faces: np.ndarray, cams: np.ndarray, probs: np.ndarray, targe
     """
     n, t = cams.shape[:2]
     w, h = gradcam_size(n, t)
-    c = _Canvas(w, h, _short(title, max(24, w // 8)), _short(subtitle, max(30, w // 6)))
+    c = _Canvas(w, h, _short(title, max(24, w // 8)), _short(subtitle, max(30, w // 6), keep_end=False))
     for i in range(n):
         y = TITLE_H + i * (CAM_CELL + CAM_CAPTION_H)
         pred = int(probs[i].argmax())
@@ -218,9 +221,12 @@ def render_gradcam(faces: np.ndarray, cams: np.ndarray, probs: np.ndarray, targe
             c.paste(x, y, CAM_CELL, heat_overlay(faces[i], cams[i, j], CAM_CELL - 2 * PAD, alpha))
             c.text(x + CAM_CELL / 2, y + CAM_CELL + 2, f"{classes[k]} {probs[i, k]:.2f}", ha="center",
                    va="top", fontsize=9, weight="bold" if k == pred else "normal")
-            if k == pred:
-                c.text(x + CAM_CELL / 2, y + CAM_CELL + 17, "predicted", ha="center", va="top", fontsize=7,
-                       color="dimgray")
+            note = ["predicted"] if k == pred else []
+            if not cams[i, j].max() > 0:  # said in words: an all-blue panel looks like a rendering fault
+                note.append("empty map")
+            if note:
+                c.text(x + CAM_CELL / 2, y + CAM_CELL + 17, ", ".join(note), ha="center", va="top", fontsize=7,
+                       color="dimgray" if cams[i, j].max() > 0 else "firebrick")
     return c.save(path, overwrite)
 
 
@@ -234,18 +240,18 @@ def gallery_size(n_classes: int, per_class: int) -> tuple[int, int]:
 
 def render_gallery(faces: np.ndarray, labels: np.ndarray, probs: np.ndarray, rows: Sequence,
                    classes: Sequence[str], path: str | os.PathLike, per_class: int, title: str = "",
-                   overwrite: bool = True) -> Path:
+                   subtitle: str = "", overwrite: bool = True) -> Path:
     """Rows = true classes; left the most confident right predictions, right the most
     confident wrong ones, each captioned with the predicted class and its probability.
 
     ``rows``: :class:`fervid.insight.GalleryRow` per class (indices into ``faces``).
     """
     w, h = gallery_size(len(classes), per_class)
-    c = _Canvas(w, h, title)
+    c = _Canvas(w, h, title, subtitle)
     x_wrong = GAL_LABEL_W + per_class * GAL_CELL + GAL_GAP
     y0 = TITLE_H + GAL_HEADER_H
     for x, text, color in ((GAL_LABEL_W, "most confident right", "darkgreen"),
-                           (x_wrong, "most confident wrong (predicted as)", "firebrick")):
+                           (x_wrong, "most confident wrong", "firebrick")):
         c.text(x + per_class * GAL_CELL / 2, TITLE_H + GAL_HEADER_H / 2, text, ha="center", va="center",
                fontsize=9, color=color, weight="bold")
     counts = np.bincount(labels, minlength=len(classes))
@@ -259,8 +265,9 @@ def render_gallery(faces: np.ndarray, labels: np.ndarray, probs: np.ndarray, row
                 x = x_base + q * GAL_CELL
                 k = int(probs[i].argmax())
                 c.face(x, y, GAL_CELL, faces[i], smooth=True)
-                caption = f"{probs[i, k]:.2f}" if right else f"{classes[k]} {probs[i, k]:.2f}"
-                c.text(x + GAL_CELL / 2, y + GAL_CELL + 1, caption, ha="center", va="top", fontsize=7,
+                p = f"{probs[i, k]:.2f}".lstrip("0")  # ".96": keeps "surprise .96" inside its cell
+                caption = p if right else f"{classes[k]} {p}"
+                c.text(x + GAL_CELL / 2, y + GAL_CELL + 1, caption, ha="center", va="top", fontsize=6.5,
                        color="darkgreen" if right else "firebrick")
             if not picks:
                 c.text(x_base + per_class * GAL_CELL / 2, y + GAL_CELL / 2, "none", ha="center", va="center",
@@ -300,6 +307,9 @@ def maps_figure(model: Any, meta: dict[str, Any], face: np.ndarray, path: str | 
     return names
 
 
+METHOD_NAMES = {"gradcam": "Grad-CAM", "hirescam": "HiResCAM"}
+
+
 class CamPanels(NamedTuple):
     cams: np.ndarray  # [N, T, S, S] in [0, 1]
     probs: np.ndarray  # [N, C]
@@ -327,11 +337,11 @@ def cam_targets(pred: np.ndarray, n_classes: int, targets: Sequence[int] | None 
 
 
 def gradcam_panels(model: Any, meta: dict[str, Any], faces: np.ndarray, targets: Sequence[int] | None = None,
-                   all_classes: bool = False, layer: str | None = None) -> CamPanels:
-    """Grad-CAM of equalized faces [N, S, S] for the classes :func:`cam_targets` picks."""
+                   all_classes: bool = False, layer: str | None = None, method: str = "gradcam") -> CamPanels:
+    """Grad-CAM (or HiResCAM) of equalized faces [N, S, S] for the classes :func:`cam_targets` picks."""
     from .insight import grad_cam
 
-    first = grad_cam(model, faces, None, layer, meta)
+    first = grad_cam(model, faces, None, layer, meta, method)
     t = cam_targets(first.targets, first.probs.shape[1], targets, all_classes)
     cams = np.zeros((len(faces), t.shape[1], *faces.shape[-2:]), np.float32)
     for j in range(t.shape[1]):
@@ -339,17 +349,18 @@ def gradcam_panels(model: Any, meta: dict[str, Any], faces: np.ndarray, targets:
         if np.array_equal(col, first.targets):
             cams[:, j] = first.cams
         elif (col >= 0).any():
-            cams[:, j] = grad_cam(model, faces, np.where(col >= 0, col, 0), first.layer, meta).cams
+            cams[:, j] = grad_cam(model, faces, np.where(col >= 0, col, 0), first.layer, meta, method).cams
     return CamPanels(cams, first.probs, t, first.layer)
 
 
 def gradcam_figure(model: Any, meta: dict[str, Any], faces: np.ndarray, path: str | os.PathLike,
                    targets: Sequence[int] | None = None, all_classes: bool = False, layer: str | None = None,
-                   title: str = "", overwrite: bool = True) -> CamPanels:
+                   title: str = "", overwrite: bool = True, method: str = "gradcam") -> CamPanels:
     """Grad-CAM panels for the faces of one image, as one PNG (a row per face)."""
-    panels = gradcam_panels(model, meta, faces, targets, all_classes, layer)
-    render_gradcam(faces, panels.cams, panels.probs, panels.targets, meta["classes"], path, title or "Grad-CAM",
-                   f"{meta.get('arch', 'model')}, Grad-CAM at {panels.layer}", overwrite)
+    panels = gradcam_panels(model, meta, faces, targets, all_classes, layer, method)
+    name = METHOD_NAMES.get(method, method)
+    render_gradcam(faces, panels.cams, panels.probs, panels.targets, meta["classes"], path, title or name,
+                   f"{meta.get('arch', 'model')}, {name} at {panels.layer}", overwrite)
     return panels
 
 
@@ -366,9 +377,10 @@ def gallery_figure(model: Any, meta: dict[str, Any], faces: Any, path: str | os.
     probs = torch.softmax(logits.float(), dim=1).numpy()
     rows = gallery_picks(probs, faces.labels, per_class)
     acc = float((probs.argmax(1) == faces.labels).mean()) if len(faces) else 0.0
-    title = (f"{meta.get('arch', 'model')} on {faces.name or 'the data'}: {len(faces)} faces, accuracy "
-             f"{acc:.1%}; rows = true class")
-    render_gallery(faces.images, faces.labels, probs, rows, list(faces.classes), path, per_class,
-                   _short(title, gallery_size(len(faces.classes), per_class)[0] // 6), overwrite)
+    width = gallery_size(len(faces.classes), per_class)[0]
+    title = _short(f"{meta.get('arch', 'model')} on {faces.name or 'the data'}", width // 8)
+    subtitle = f"{len(faces)} faces, accuracy {acc:.1%}; a row per true class, captions: predicted class, probability"
+    render_gallery(faces.images, faces.labels, probs, rows, list(faces.classes), path, per_class, title,
+                   _short(subtitle, width // 5, keep_end=False), overwrite)
     return {"n": len(faces), "accuracy": acc, "right": sum(len(r.right) for r in rows),
             "wrong": sum(len(r.wrong) for r in rows)}

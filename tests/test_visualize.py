@@ -78,16 +78,17 @@ def _size(path: Path) -> tuple[int, int]:
 
 # --- Grad-CAM -------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("method", insight.CAM_METHODS)
 @pytest.mark.parametrize("arch", list_models())
-def test_gradcam_works_for_every_architecture(arch, faces):
+def test_gradcam_works_for_every_architecture(arch, method, faces):
     model = _random_model(arch)
     x = insight.to_tensor(faces)
     with torch.no_grad():
         before = model(x)
     flags = [m.inplace for m in model.modules() if hasattr(m, "inplace")]
-    a = insight.grad_cam(model, faces, target=0)
-    b = insight.grad_cam(model, faces, target=3)
-    pred = insight.grad_cam(model, faces)
+    a = insight.grad_cam(model, faces, target=0, method=method)
+    b = insight.grad_cam(model, faces, target=3, method=method)
+    pred = insight.grad_cam(model, faces, method=method)
     for r in (a, b, pred):
         assert r.cams.shape == faces.shape  # the input's spatial size, one map per face
         assert np.isfinite(r.cams).all()
@@ -108,19 +109,49 @@ def test_gradcam_works_for_every_architecture(arch, faces):
 def test_gradcam_equals_cam_where_the_head_is_pooling_and_linear(faces):
     """With global average pooling and one linear layer after the target layer, Grad-CAM's
     channel weights are the linear weights / (h*w), so it must equal CAM (Zhou et al. 2016),
-    computed here from the weights without any gradient."""
+    computed here from the weights without any gradient; so must HiResCAM, whose gradients
+    are then the same at every position of a channel."""
     model = _random_model("resnet_s", seed=3)
     layer = insight.gradcam_layer(insight.probe_layers(model))
     assert layer == "layers.7"  # the output of the last residual block, which the pooling reads
     target = 4
-    got = insight.grad_cam(model, faces, target=target, layer=layer)
     acts = insight.feature_maps(model, faces, [layer])[layer]  # [N, C, 3, 3]
     weights = model.head[-1].weight.detach().numpy()[target]
-    for i in range(len(faces)):
-        cam = np.maximum(np.tensordot(weights, acts[i], axes=(0, 0)), 0)
-        cam = cv2.resize(cam.astype(np.float32), (48, 48), interpolation=cv2.INTER_LINEAR)
-        cam = cam / cam.max() if cam.max() > 0 else cam
-        np.testing.assert_allclose(got.cams[i], cam, atol=1e-4)
+    for method in insight.CAM_METHODS:
+        got = insight.grad_cam(model, faces, target=target, layer=layer, method=method)
+        for i in range(len(faces)):
+            cam = np.maximum(np.tensordot(weights, acts[i], axes=(0, 0)), 0)
+            cam = cv2.resize(cam.astype(np.float32), (48, 48), interpolation=cv2.INTER_LINEAR)
+            cam = cam / cam.max() if cam.max() > 0 else cam
+            np.testing.assert_allclose(got.cams[i], cam, atol=1e-4)
+
+
+def test_hirescam_differs_where_the_head_keeps_positions(faces):
+    """Behind a flatten + linear head the two methods are different maps (else the option is moot)."""
+    model = _random_model("vgg_tiny", seed=1)
+    a = insight.grad_cam(model, faces, target=2, method="gradcam").cams
+    b = insight.grad_cam(model, faces, target=2, method="hirescam").cams
+    assert np.abs(a - b).mean() > 1e-3
+    with pytest.raises(BadInputError, match="unknown method"):
+        insight.grad_cam(model, faces, method="nope")
+
+
+def test_deletion_drop_rewards_the_pixels_the_model_uses():
+    """A toy model whose class 0 reads only the left half of the face: blanking the left half
+    costs class 0 probability, blanking the right half gains it, a random map is in between."""
+
+    class Halves(torch.nn.Module):
+        def forward(self, x):
+            return torch.stack([x[..., :24].mean((1, 2, 3)), x[..., 24:].mean((1, 2, 3))], 1) * 3
+
+    faces = np.full((5, 48, 48), 230, np.uint8)
+    left = np.zeros((5, 48, 48), np.float32)
+    left[..., :24] = 1.0
+    target = np.zeros(5, np.int64)
+    d_left = insight.deletion_drop(Halves(), faces, left, target, fraction=0.25)
+    d_right = insight.deletion_drop(Halves(), faces, 1.0 - left, target, fraction=0.25)
+    d_rand = insight.deletion_drop(Halves(), faces, np.random.default_rng(0).uniform(size=left.shape), target, 0.25)
+    assert d_left > d_rand > d_right and d_left > 0 > d_right
 
 
 def test_cam_targets():
@@ -285,6 +316,10 @@ def test_cli_views_write_pngs_and_refuse_to_overwrite(tmp_path, capsys, model_fi
     assert rc == 0
     assert _size(tmp_path / "g" / f"{face.stem}.png") == (3 * viz.CAM_CELL, viz.TITLE_H + viz.CAM_CELL + viz.CAM_CAPTION_H)
     assert (tmp_path / "g" / "sample.png").is_file() and "2 faces in 2 PNGs" in out
+    rc, out, _ = _cli(capsys, "gradcam", face, "--model", model_file, "--all-classes", "--method", "hirescam",
+                      "-o", tmp_path / "h")
+    assert rc == 0
+    assert _size(tmp_path / "h" / f"{face.stem}.png") == (8 * viz.CAM_CELL, viz.TITLE_H + viz.CAM_CELL + viz.CAM_CAPTION_H)
     rc, out, _ = _cli(capsys, "gallery", "--data", FER, "--split", "test", "--model", model_file,
                       "--per-class", "2", "-o", tmp_path / "gal.png", "--device", "cpu")
     assert rc == 0 and (tmp_path / "gal.png").is_file() and "accuracy" in out

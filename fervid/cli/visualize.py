@@ -144,7 +144,7 @@ def run_gradcam(args: argparse.Namespace) -> int:
     failures = list(expanded.errors)
     for e in expanded.errors:
         print(f"fervid visualize: error: {e}", file=sys.stderr)
-    n_faces = n_written = n_empty = 0
+    n_faces = n_written = n_empty = n_maps = n_blank = 0
     for item, dest in plan:
         try:
             found = face_crops(read_image(item.path), size, _detect_flag(args), detector)
@@ -157,13 +157,18 @@ def run_gradcam(args: argparse.Namespace) -> int:
             print(f"{item.path}: no face found (for an already cropped face use --no-detect)", file=sys.stderr)
             continue
         panels = gradcam_figure(model, meta, found.crops, dest, targets, args.all_classes, args.layer,
-                                title=item.path.name,
-                                overwrite=args.overwrite)
+                                title=item.path.name, overwrite=args.overwrite, method=args.method)
         n_faces += len(found.crops)
         n_written += 1
+        shown = panels.targets >= 0
+        n_maps += int(shown.sum())
+        n_blank += int((shown & ~(panels.cams.max(axis=(2, 3)) > 0)).sum())
         preds = ", ".join(f"{meta['classes'][int(p.argmax())]} {float(p.max()):.2f}" for p in panels.probs)
         print(f"{item.path}: {preds} (layer {panels.layer}) -> {dest}")
     parts = [f"{n_faces} face{'s' * (n_faces != 1)} in {n_written} PNG{'s' * (n_written != 1)}"]
+    if n_blank:
+        parts.append(f"{n_blank} of {n_maps} maps empty (nothing at this layer raised the score: try "
+                     "--method hirescam or an earlier --layer)")
     if n_empty:
         parts.append(f"{n_empty} image{'s' * (n_empty != 1)} without a face")
     if failures:
@@ -262,6 +267,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--all-classes", action="store_true", help="one heat map per class of the model")
     v.add_argument("--layer", help="layer whose activations are weighted (default: the last conv's output; "
                    "see `fervid visualize layers`)")
+    v.add_argument("--method", choices=("gradcam", "hirescam"), default="gradcam",
+                   help="gradcam: Grad-CAM, each channel weighted by its mean gradient (default); hirescam: each "
+                   "activation by its own gradient (HiResCAM), identical for models ending in global pooling "
+                   "(resnet_*), and not empty where a flatten head makes Grad-CAM's mean gradients cancel (vgg_*)")
     v.add_argument("-o", "--out-dir", default="fervid-gradcam", metavar="DIR",
                    help="folder for the PNGs, one per image named after it (default: fervid-gradcam)")
     v.set_defaults(func=run_gradcam)
