@@ -11,7 +11,7 @@ the file and containing ``problem``, and what the web service must answer.
 Model cases need PyTorch and onnx to be built; without them they are left out (and
 reported as skipped by ``python scripts/make_corpus.py DIR``).
 
-    python scripts/make_corpus.py /tmp/corpus     # writes the files, prints the table
+    python scripts/make_corpus.py [--markdown] /tmp/corpus   # writes the files, prints the table
 """
 from __future__ import annotations
 
@@ -477,14 +477,25 @@ def make_corpus(dir: str | Path, models: bool | None = None) -> list[Case]:
     return cases
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print(__doc__.strip().splitlines()[-1], file=sys.stderr)
-        return 2
-    cases = make_corpus(argv[0])
+def markdown(cases: list[Case]) -> str:
+    """The corpus as a Markdown table (docs/reliability.md prints it)."""
+    lines = ["| kind | input | what it is | expected | service |", "|---|---|---|---|---|"]
     for c in cases:
-        print(c)
-    print(f"{len(cases)} cases in {argv[0]}")
+        expected = {"ok": "handled", "any": "handled or refused"}.get(c.expect, f"refused: *{c.problem}*")
+        if c.expect == "ok" and c.faces is not None:
+            expected += f", {c.faces} face{'s' * (c.faces != 1)}" + (" (upright)" if c.upright else "")
+        lines.append(f"| {c.kind} | `{c.name}` | {c.note} | {expected} | {c.serve or ''} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    args = [a for a in argv if a != "--markdown"]
+    if len(args) != 1:
+        print("usage: python scripts/make_corpus.py [--markdown] DIR", file=sys.stderr)
+        return 2
+    cases = make_corpus(args[0])
+    print(markdown(cases) if "--markdown" in argv else "\n".join(map(str, cases)))
+    print(f"\n{len(cases)} cases in {args[0]}")
     return 0
 
 
