@@ -123,7 +123,7 @@ def run_gradcam(args: argparse.Namespace) -> int:
     from ..errors import BadInputError
     from ..insight import face_crops, probe_layers
     from ..recognize import read_image
-    from ..visualize import gradcam_figure
+    from ..visualize import METHOD_NAMES, gradcam_figure
 
     out_dir = Path(args.out_dir)
     model, meta, _ = _load(args)
@@ -164,7 +164,7 @@ def run_gradcam(args: argparse.Namespace) -> int:
         n_maps += int(shown.sum())
         n_blank += int((shown & ~(panels.cams.max(axis=(2, 3)) > 0)).sum())
         preds = ", ".join(f"{meta['classes'][int(p.argmax())]} {float(p.max()):.2f}" for p in panels.probs)
-        print(f"{item.path}: {preds} (layer {panels.layer}) -> {dest}")
+        print(f"{item.path}: {preds} ({METHOD_NAMES[args.method]} at {panels.layer}) -> {dest}")
     parts = [f"{n_faces} face{'s' * (n_faces != 1)} in {n_written} PNG{'s' * (n_written != 1)}"]
     if n_blank:
         parts.append(f"{n_blank} of {n_maps} maps empty (nothing at this layer raised the score: try "
