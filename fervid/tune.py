@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import time
 import warnings
@@ -163,11 +164,19 @@ def open_study(base: TrainConfig, settings: TuneSettings):
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     sampler = optuna.samplers.TPESampler(seed=settings.sampler_seed, n_startup_trials=5)
+
+    def drop_checkpoint(study: Any, ft: Any) -> None:
+        """A killed worker's trial, found stale: its resumable state is of no use (trials never resume)."""
+        (Path(settings.out) / "trials" / f"{ft.number:04d}" / "last.pt").unlink(missing_ok=True)
+
+    # Optuna 4.9 renamed failed_trial_callback (deprecated, gone in 6); the extra allows >= 3.6.
+    stale_kw = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in \
+        inspect.signature(optuna.storages.RDBStorage).parameters else "failed_trial_callback"
     for attempt in range(5):  # two workers creating a new SQLite file at once can collide once
         try:
             storage = optuna.storages.RDBStorage(
                 url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
-                heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+                heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, **{stale_kw: drop_checkpoint})
             study = optuna.create_study(study_name=settings.study_name, storage=storage, direction="maximize",
                                         sampler=sampler, pruner=_pruner(settings), load_if_exists=True)
             break
