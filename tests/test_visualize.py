@@ -255,7 +255,8 @@ def test_figures_have_the_size_of_their_layout(tmp_path, faces):
 
     drawn = viz.maps_figure(model, META, faces[0], tmp_path / "maps.png", channels=5)
     assert drawn == insight.default_map_layers(insight.probe_layers(model))
-    assert _size(tmp_path / "maps.png") == (6 * viz.MAP_CELL, viz.TITLE_H + len(drawn) * (viz.MAP_LABEL_H + viz.MAP_CELL))
+    assert _size(tmp_path / "maps.png") == (6 * viz.MAP_CELL,
+                                            viz.TITLE_H + len(drawn) * (viz.MAP_LABEL_H + viz.MAP_CELL))
     viz.maps_figure(model, META, faces[0], tmp_path / "maps2.png", layers=["features.0"], channels=40)
     assert _size(tmp_path / "maps2.png") == (41 * viz.MAP_CELL, viz.TITLE_H + viz.MAP_LABEL_H + viz.MAP_CELL)
 
@@ -314,12 +315,13 @@ def test_cli_views_write_pngs_and_refuse_to_overwrite(tmp_path, capsys, model_fi
         assert rc == 0
     rc, out, _ = _cli(capsys, "gradcam", face, SAMPLE, "--model", model_file, "--target", "sad", "-o", tmp_path / "g")
     assert rc == 0
-    assert _size(tmp_path / "g" / f"{face.stem}.png") == (3 * viz.CAM_CELL, viz.TITLE_H + viz.CAM_CELL + viz.CAM_CAPTION_H)
+    row_h = viz.TITLE_H + viz.CAM_CELL + viz.CAM_CAPTION_H
+    assert _size(tmp_path / "g" / f"{face.stem}.png") == (3 * viz.CAM_CELL, row_h)  # face | predicted | sad
     assert (tmp_path / "g" / "sample.png").is_file() and "2 faces in 2 PNGs" in out
     rc, out, _ = _cli(capsys, "gradcam", face, "--model", model_file, "--all-classes", "--method", "hirescam",
                       "-o", tmp_path / "h")
     assert rc == 0
-    assert _size(tmp_path / "h" / f"{face.stem}.png") == (8 * viz.CAM_CELL, viz.TITLE_H + viz.CAM_CELL + viz.CAM_CAPTION_H)
+    assert _size(tmp_path / "h" / f"{face.stem}.png") == (8 * viz.CAM_CELL, row_h)
     rc, out, _ = _cli(capsys, "gallery", "--data", FER, "--split", "test", "--model", model_file,
                       "--per-class", "2", "-o", tmp_path / "gal.png", "--device", "cpu")
     assert rc == 0 and (tmp_path / "gal.png").is_file() and "accuracy" in out
@@ -332,6 +334,11 @@ def test_cli_bad_inputs_are_one_line_errors(tmp_path, capsys, model_file):
     rc, _, err = _cli(capsys, "maps", text, "--model", model_file, "-o", tmp_path / "m.png")
     _one_line_error(rc, err, str(text), "not an image")
 
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 128, np.uint8))
+    rc, _, err = _cli(capsys, "maps", blank, "--model", model_file, "-o", tmp_path / "m.png")
+    _one_line_error(rc, err, str(blank), "no face found")
+
     bogus = tmp_path / "bogus.safetensors"
     bogus.write_bytes(b"this is not a model")
     rc, _, err = _cli(capsys, "filters", "--model", bogus, "-o", tmp_path / "f.png")
@@ -341,7 +348,8 @@ def test_cli_bad_inputs_are_one_line_errors(tmp_path, capsys, model_file):
     rc, _, err = _cli(capsys, "gradcam", face, "--model", onnx, "-o", tmp_path / "g")
     _one_line_error(rc, err, str(onnx), ".safetensors")
 
-    rc, _, err = _cli(capsys, "maps", face, "--model", model_file, "--layers", "features.2,nope", "-o", tmp_path / "m.png")
+    rc, _, err = _cli(capsys, "maps", face, "--model", model_file, "--layers", "features.2,nope",
+                      "-o", tmp_path / "m.png")
     _one_line_error(rc, err, "unknown layer 'nope'")
     rc, _, err = _cli(capsys, "gradcam", face, "--model", model_file, "--layer", "nope", "-o", tmp_path / "g")
     _one_line_error(rc, err, "unknown layer 'nope'")

@@ -101,9 +101,11 @@ def run_maps(args: argparse.Namespace) -> int:
 
         check_layers(probe_layers(model, int(meta.get("input_size", 48))), layers)
     found = face_crops(read_image(args.image), int(meta.get("input_size", 48)), _detect_flag(args), _detector(args))
+    if not len(found.crops):
+        raise BadInputError(f"{args.image}: no face found (for an already cropped face use --no-detect)")
     if len(found.crops) < args.face:
-        raise BadInputError(f"{args.image}: {len(found.crops)} face(s) found, no face {args.face} "
-                            "(for an already cropped face use --no-detect)")
+        raise BadInputError(f"{args.image}: --face {args.face} asked for, but only {len(found.crops)} "
+                            f"face{'s' * (len(found.crops) != 1)} found")
     drawn = maps_figure(model, meta, found.crops[args.face - 1], out, layers, args.channels,
                         title=f"{meta['arch']} feature maps: {Path(args.image).name}", overwrite=args.overwrite)
     print(f"layers {', '.join(drawn)}; wrote {out}")
@@ -173,7 +175,7 @@ def run_gradcam(args: argparse.Namespace) -> int:
         parts.append(f"{n_empty} image{'s' * (n_empty != 1)} without a face")
     if failures:
         parts.append(f"{len(failures)} failed")
-    print(f"{', '.join(parts)}; written to {out_dir}/")
+    print(f"{', '.join(parts)}; " + (f"written to {out_dir}/" if n_written else "nothing written"))
     return 2 if failures or not n_written else 0
 
 
@@ -215,7 +217,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     model.add_argument("--model", metavar="MODEL",
                        help="a fervid .safetensors model or training run folder (default: the shipped model, "
                        "fervid/assets/model.safetensors); an exported .onnx cannot be used, it keeps no gradients")
-    model.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads for torch (0 = torch's default)")
+    model.add_argument("--threads", type=int, default=0, metavar="N",
+                       help="CPU threads for torch (0 = torch's default)")
     writes = argparse.ArgumentParser(add_help=False)
     writes.add_argument("--overwrite", action="store_true", help="replace existing output files")
     faces = argparse.ArgumentParser(add_help=False)
@@ -251,7 +254,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma list of layer names (see `fervid visualize layers`; default: the last conv of "
                    "each stage)")
     v.add_argument("--channels", type=_positive, default=16, metavar="N", help="channels shown per layer (default: 16)")
-    v.add_argument("--face", type=_positive, default=1, metavar="N", help="which face of a photo, 1 = largest (default: 1)")
+    v.add_argument("--face", type=_positive, default=1, metavar="N",
+                   help="which face of a photo, 1 = largest (default: 1)")
     v.add_argument("-o", "--output", default="maps.png", metavar="PNG", help="PNG to write (default: maps.png)")
     v.set_defaults(func=run_maps)
 
@@ -282,8 +286,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--data", required=True, help="FER-2013 source: fer2013.csv or a folder in the Kaggle layout")
     v.add_argument("--split", default="test",
                    help="split: Training, PublicTest, PrivateTest, train, test, all (default: test)")
-    v.add_argument("--per-class", type=_positive, default=6, metavar="N", help="faces per class on each side (default: 6)")
-    v.add_argument("--batch-size", type=_positive, default=256, metavar="N", help="faces per forward pass (default: 256)")
+    v.add_argument("--per-class", type=_positive, default=6, metavar="N",
+                   help="faces per class on each side (default: 6)")
+    v.add_argument("--batch-size", type=_positive, default=256, metavar="N",
+                   help="faces per forward pass (default: 256)")
     v.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     v.add_argument("-o", "--output", default="gallery.png", metavar="PNG", help="PNG to write (default: gallery.png)")
     v.set_defaults(func=run_gallery)
