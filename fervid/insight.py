@@ -66,6 +66,12 @@ def to_tensor(faces: np.ndarray, meta: dict[str, Any] | None = None) -> torch.Te
     return (x - mean) / std
 
 
+def _device(model: nn.Module) -> torch.device:
+    """Where the model's weights are: inputs go there (a model moved to a GPU works too)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 @contextlib.contextmanager
 def _not_inplace(model: nn.Module) -> Iterator[None]:
     """Turn off ``inplace`` activations for the duration.
@@ -118,7 +124,7 @@ def probe_layers(model: nn.Module, input_size: int = FACE_SIZE) -> list[LayerInf
     model.eval()
     try:
         with _not_inplace(model), torch.no_grad():
-            model(torch.zeros(1, 1, input_size, input_size))
+            model(torch.zeros(1, 1, input_size, input_size, device=_device(model)))
     finally:
         for h in handles:
             h.remove()
@@ -216,8 +222,8 @@ def feature_maps(model: nn.Module, faces: np.ndarray, names: Sequence[str],
     """Activations [N, C, H, W] of the named layers for equalized uint8 faces."""
     model.eval()
     with _capture(model, names) as store, torch.no_grad():
-        model(to_tensor(faces, meta))
-        return {n: store[n].float().numpy().copy() for n in names}
+        model(to_tensor(faces, meta).to(_device(model)))
+        return {n: store[n].float().cpu().numpy().copy() for n in names}
 
 
 def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
@@ -231,7 +237,7 @@ def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
 def first_filters(model: nn.Module) -> tuple[str, np.ndarray]:
     """The first conv's kernels [C_out, k, k] (averaged over input channels: a gray input has one)."""
     name, conv = first_conv(model)
-    return name, conv.weight.detach().float().mean(dim=1).numpy()
+    return name, conv.weight.detach().float().mean(dim=1).cpu().numpy()
 
 
 # --- Grad-CAM -------------------------------------------------------------------------------
@@ -267,7 +273,7 @@ def grad_cam(model: nn.Module, faces: np.ndarray, target: int | Sequence[int] | 
     model.eval()
     size = faces.shape[-2:]
     layer = layer or gradcam_layer(probe_layers(model, int(size[0])))
-    x = to_tensor(faces, meta).requires_grad_(True)  # so the graph exists even with frozen weights
+    x = to_tensor(faces, meta).to(_device(model)).requires_grad_(True)  # a graph even with frozen weights
     with _capture(model, [layer]) as store, torch.enable_grad():
         logits = model(x)
         acts = store[layer]
@@ -276,7 +282,8 @@ def grad_cam(model: nn.Module, faces: np.ndarray, target: int | Sequence[int] | 
         if target is None:
             t = logits.argmax(1)
         else:
-            t = torch.as_tensor(np.broadcast_to(np.asarray(target, dtype=np.int64), (len(faces),)).copy())
+            t = torch.as_tensor(np.broadcast_to(np.asarray(target, dtype=np.int64), (len(faces),)).copy(),
+                                device=logits.device)
         (grads,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), acts)
     if method == "gradcam":
         weights = grads.mean(dim=(2, 3), keepdim=True)
@@ -289,7 +296,7 @@ def grad_cam(model: nn.Module, faces: np.ndarray, target: int | Sequence[int] | 
     peak = cam.flatten(1).amax(1)[:, None, None]
     cam = torch.where(peak > 0, cam / peak.clamp_min(1e-12), torch.zeros_like(cam)).clamp_(0.0, 1.0)
     probs = F.softmax(logits.detach().float(), dim=1)
-    return CamResult(cam.float().numpy(), probs.numpy(), t.numpy(), layer)
+    return CamResult(cam.float().cpu().numpy(), probs.cpu().numpy(), t.cpu().numpy(), layer)
 
 
 def deletion_drop(model: nn.Module, faces: np.ndarray, cams: np.ndarray, targets: np.ndarray,
@@ -308,13 +315,14 @@ def deletion_drop(model: nn.Module, faces: np.ndarray, cams: np.ndarray, targets
     top = np.argsort(-scores, axis=1)[:, :k]
     mask = np.zeros((n, area), bool)
     np.put_along_axis(mask, top, True, axis=1)
-    x = to_tensor(faces, meta)
-    rows = torch.arange(n)
-    t = torch.as_tensor(np.asarray(targets, dtype=np.int64))
+    dev = _device(model)
+    x = to_tensor(faces, meta).to(dev)
+    rows = torch.arange(n, device=dev)
+    t = torch.as_tensor(np.asarray(targets, dtype=np.int64), device=dev)
     model.eval()
     with torch.no_grad():
         before = F.softmax(model(x), 1)[rows, t]
-        after = F.softmax(model(x.masked_fill(torch.as_tensor(mask.reshape(x.shape)), 0.0)), 1)[rows, t]
+        after = F.softmax(model(x.masked_fill(torch.as_tensor(mask.reshape(x.shape), device=dev), 0.0)), 1)[rows, t]
     return float((before - after).mean())
 
 
