@@ -179,6 +179,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=0.4, help="length of one timing window")
     ap.add_argument("--windows", type=int, default=3, help="timing windows per figure (best is kept)")
     ap.add_argument("--passes", type=int, default=2, help="passes over the photos and the clip (best is kept)")
+    ap.add_argument("--threads", type=int, default=0, help="TensorFlow and OpenCV threads (0: their defaults)")
     args = ap.parse_args()
     logging.getLogger("fer").setLevel(logging.ERROR)
     t_start = time.perf_counter()
@@ -186,12 +187,17 @@ def main() -> int:
     from fer import __version__ as fer_version
     from fer.fer import FER
 
+    if args.threads:  # as fervid's runtimes get in the same run; fer's TFLite path is single-threaded anyway
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+        cv2.setNumThreads(args.threads)
+
     cascade = str(Path(__import__("fer").__file__).parent / "data" / "haarcascade_frontalface_default.xml")
     default = FER(cascade_file=cascade)  # the README's FER(): Haar cascade + TFLite int8
     keras = FER(cascade_file=cascade, use_tflite=False)
     data = np.load(args.faces)
     model = keras._FER__emotion_classifier
-    result = {"available": True, "fer": fer_version, "tensorflow": tf.__version__, "opencv": cv2.__version__,
+    result = {"available": True, "fer": fer_version, "threads": args.threads or None, "tensorflow": tf.__version__, "opencv": cv2.__version__,
               "params": int(model.count_params()), "mflops": keras_mflops(model),
               "input": list(model.input_shape[1:3])}
     result["classifier"] = classifier({"fer-tflite-int8": default, "fer-keras-fp32": keras}, data["raw"],

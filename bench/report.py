@@ -193,9 +193,9 @@ def pareto(res: dict, path: Path) -> Path | None:
         pts.append((peer_rate(res, fmt, 32), 100 * a, f"fer {fmt.removeprefix('fer-')} ({kind})",
                     "tab:orange" if kind == "raw" else "navajowhite"))
     pts = [p for p in pts if p[0]]
-    for x, y, label, color in pts:
+    for i, (x, y, label, color) in enumerate(sorted(pts)):  # labels alternate above and below
         ax.scatter(x, y, s=60, color=color, edgecolor="black", zorder=3)
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 5 if i % 2 == 0 else -12), fontsize=8)
     front = sorted(pts, key=lambda p: -p[0])
     best, line = -1.0, []
     for x, y, *_ in front:
@@ -217,7 +217,7 @@ def pareto(res: dict, path: Path) -> Path | None:
     ax.set_xlabel("faces per second at batch 32 (log scale)")
     ax.set_ylabel("PublicTest accuracy (%)")
     m = res["machine"]
-    ax.set_title(f"Accuracy against speed, {m['cores']} cores of {m['cpu']}, {m['date']}", fontsize=9)
+    ax.set_title(f"PublicTest accuracy against speed: {m['cpu']}, {m['threads']} thread(s), {m['date']}", fontsize=9)
     ax.text(0.01, 0.01, "grey ticks: other architectures, random weights, onnx-fp32 speed only (no accuracy)",
             transform=ax.transAxes, fontsize=7, color="grey")
     ax.grid(alpha=0.3, which="both")

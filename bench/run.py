@@ -67,7 +67,8 @@ def peer_faces(path: Path, limit: int) -> None:
     np.savez(path, raw=images, equalized=equalize_batch(images), labels=labels)
 
 
-def run_peer(python: str, tmp: Path, folder: Path, clip: Path, mode: dict, timeout: float) -> dict[str, Any]:
+def run_peer(python: str, tmp: Path, folder: Path, clip: Path, mode: dict, threads: int,
+             timeout: float) -> dict[str, Any]:
     """The peer's results, or ``{"available": False, "note": why}``."""
     if not python:
         return {"available": False, "note": "no --peer-python given"}
@@ -82,7 +83,7 @@ def run_peer(python: str, tmp: Path, folder: Path, clip: Path, mode: dict, timeo
     out = tmp / "peer.json"
     cmd = [python, str(Path(__file__).with_name("peer_fer.py")), "--faces", str(faces), "--photos", str(folder),
            "--clip", str(clip), "--out", str(out), "--seconds", str(mode["seconds"]),
-           "--windows", str(mode["windows"]), "--passes", str(mode["passes"])]
+           "--windows", str(mode["windows"]), "--passes", str(mode["passes"]), "--threads", str(threads)]
     log("peer: " + " ".join(shlex.quote(c) for c in cmd))
     try:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
@@ -217,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown section(s): {', '.join(sorted(unknown))}")
     mode = MODES["quick" if args.quick else "full"]
+    import cv2
+
+    cv2.setNumThreads(args.threads)  # resizing, warping, encoding: the same threads as the runtimes
     from fervid.models import list_models
 
     archs = [a.strip() for a in args.archs.split(",")] if args.archs else (
@@ -242,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             res["pipeline"] = pipeline.run(folder, clip, tmp, args.threads, mode["passes"], mode["sizes"],
                                            mode["seconds"])
         if "peer" in sections:
-            res["peer"] = run_peer(args.peer_python, tmp, folder, clip, mode, 300 if args.quick else 900)
+            res["peer"] = run_peer(args.peer_python, tmp, folder, clip, mode, args.threads,
+                                   300 if args.quick else 900)
             if not res["peer"].get("available"):
                 log(f"peer skipped: {res['peer']['note']}")
         if "training" in sections:
