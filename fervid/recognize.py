@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from .cvlog import quiet_opencv
 from .detect import DETECT_SIZE, PAD, Detection, FaceDetector
 from .errors import BadInputError, ModelFileError
 from .preprocess import FACE_SIZE, align_face, crop_face, to_gray
@@ -117,7 +118,8 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
         raise BadInputError(f"{p}: image is {size[0]}x{size[1]} = {size[0] * size[1] / 1e6:.0f} megapixels; "
                             f"fervid reads up to {max_pixels / 1e6:g} megapixels")
     try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        with quiet_opencv():  # our one line replaces OpenCV's "[ERROR] can't read header"
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error:  # OpenCV's own size limit, or a decoder that throws instead of failing
         raise BadInputError(f"{p}: OpenCV cannot decode this image (too large, corrupt or unsupported)") from None
     if image is None or image.size == 0:

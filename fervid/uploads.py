@@ -222,8 +222,11 @@ def decode_image(data: bytes, declared: str, max_pixels: int) -> np.ndarray:
 
     if _looks_truncated(data):
         raise UploadError(422, "corrupt image: the file is truncated")
+    from .cvlog import quiet_opencv
+
     try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        with quiet_opencv():  # the client gets the error; the server log gets no OpenCV noise
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error:
         image = None
     if image is None or image.size == 0:

@@ -29,6 +29,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .cvlog import quiet_opencv  # noqa: E402
 from .errors import BadInputError, FervidError  # noqa: E402
 from .io import atomic_path  # noqa: E402
 from .track import TrackedFace, Tracker, check_smoothing  # noqa: E402
@@ -69,16 +70,8 @@ class VideoInfo:
     height: int
 
 
-@contextlib.contextmanager
-def _quiet_opencv() -> Iterator[None]:
-    """Silence OpenCV's own WARN/ERROR lines while probing; our message replaces them."""
-    log = cv2.utils.logging
-    old = log.getLogLevel()
-    log.setLogLevel(log.LOG_LEVEL_SILENT)
-    try:
-        yield
-    finally:
-        log.setLogLevel(old)
+#: OpenCV's WARN/ERROR lines silenced while probing; our message replaces them (thread-safe).
+_quiet_opencv = quiet_opencv
 
 
 class VideoReader:

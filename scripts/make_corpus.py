@@ -213,6 +213,12 @@ def image_cases(d: Path) -> list[Case]:
     bad("bomb.png", "megapixels", 413, "PNG header claiming 100,000 x 100,000 (1 KB file)")
     _write(d / "bomb.jpg", jpeg_claiming(jpg, 65_000, 65_000))
     bad("bomb.jpg", "megapixels", 413, "JPEG whose frame header claims 65,000 x 65,000")
+    tiff = bytearray(cv2.imencode(".tiff", bgr)[1].tobytes())
+    tiff[4:8] = struct.pack("<I", 0xFFFF0000)  # first directory offset far past the end
+    _write(d / "bad_directory.tiff", bytes(tiff))
+    bad("bad_directory.tiff", "not an image", 422, "TIFF whose directory offset points past the end")
+    _write(d / "truncated.gif", (d / "animated.gif").read_bytes()[:300])
+    bad("truncated.gif", "not an image", 415, "the first 300 bytes of a GIF")
     damaged = bytearray(jpg)
     mid = len(damaged) // 2
     damaged[mid:mid + 400] = bytes(400)  # zeroed scan data, end marker intact
