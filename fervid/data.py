@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .cvlog import quiet_opencv
 from .errors import BadInputError
 from .preprocess import FACE_SIZE, equalize_batch
 
@@ -163,7 +164,20 @@ def _folder_files(root: Path) -> list[tuple[str, int, int]]:
 
 
 def _decode(path: str) -> np.ndarray | None:
-    img = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    """The face in ``path`` as 48x48 gray, or None for a file that is not a whole image
+    (a truncated JPEG would otherwise decode to a face with a grey lower half)."""
+    from .recognize import _looks_truncated
+
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError:
+        return None
+    if not data.size or _looks_truncated(data.tobytes()):
+        return None
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+    except cv2.error:
+        return None
     if img is None or img.size == 0:
         return None
     if img.shape != (FACE_SIZE, FACE_SIZE):
@@ -199,8 +213,8 @@ def _read_folder(root: Path, files: list[tuple[str, int, int]]) -> RawFer:
         group.append(grp_code)
     if not paths:
         raise BadInputError(f"{root}: no images found (expected <split>/<emotion>/<image> files)")
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        images = list(pool.map(_decode, paths, chunksize=256))
+    with quiet_opencv(), ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        images = list(pool.map(_decode, paths, chunksize=256))  # bad files: our one line, not OpenCV's log
     for p, img in zip(paths, images):
         if img is None:
             raise BadInputError(f"{p}: cannot read this image (corrupt or not an image)")

@@ -345,6 +345,11 @@ def data_cases(d: Path) -> list[Case]:
     _write(d / "folder_corrupt" / "train" / "happy" / "Training_9.jpg", b"not a jpeg")
     add("folder_corrupt", "error", "Training_9.jpg: cannot read this image", "one text file named .jpg",
         d / "folder_corrupt")
+    _face_folder(d / "folder_truncated", {"train/happy": 2, "test/happy": 2})
+    face = cv2.imencode(".jpg", np.random.default_rng(2).integers(0, 256, (48, 48), dtype=np.uint8))[1].tobytes()
+    _write(d / "folder_truncated" / "test" / "happy" / "PublicTest_7.jpg", face[: len(face) // 2])
+    add("folder_truncated", "error", "PublicTest_7.jpg: cannot read this image", "one JPEG cut in half",
+        d / "folder_truncated")
     _face_folder(d / "folder_deep", {"train/happy/extra": 2})
     add("folder_deep", "error", "expected <split>/<emotion>/<image>", "images one level too deep",
         d / "folder_deep")
