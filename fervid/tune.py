@@ -210,7 +210,8 @@ def _objective(trial: Any, base: TrainConfig, settings: TuneSettings, train_set:
     def on_epoch(m: dict[str, Any]) -> None:
         trial.report(m["val_acc"], m["epoch"])
         trial.set_user_attr("epochs_run", m["epoch"])
-        if trial.should_prune():
+        # At the last epoch the work is done: pruning then would only throw the score away.
+        if m["epoch"] < cfg.epochs and trial.should_prune():
             trial.set_user_attr("stopped", f"pruned after epoch {m['epoch']} (val acc {m['val_acc']:.4f})")
             raise optuna.TrialPruned(f"val acc {m['val_acc']:.4f} at epoch {m['epoch']}")
 

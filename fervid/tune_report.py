@@ -89,6 +89,10 @@ def plot_history(study: Any, path: Path) -> Path:
             top = max(top, v)
             xs.append(n)
             best.append(top)
+        last = max(t.number for t in trials)  # carry the line on past pruned trials to the latest one
+        if last > xs[-1]:
+            xs.append(last)
+            best.append(top)
         ax.step(xs, best, where="post", color="tab:red", label="best so far")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")

@@ -134,6 +134,15 @@ def test_forced_pruning_stops_trials_and_leaves_no_junk(tmp_path, capsys):
     assert code == 0 and len(study_of(out).trials) == 3
 
 
+def test_last_epoch_is_never_pruned(tmp_path, capsys):
+    """Pruning at the last epoch would save nothing and throw the finished trial's score away."""
+    out = tmp_path / "one-epoch"
+    code, text, err = cli(["tune", *TINY, "--models", "vgg_tiny", "--pruner", "threshold:1.0", "--prune-warmup", "0",
+                           "--trials", "1", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert [t.state.name for t in study_of(out).trials] == ["COMPLETE"] and (out / "best.yaml").exists()
+
+
 def test_importance_plot_of_a_synthetic_study(tmp_path):
     """fANOVA on a study whose score depends on lr alone: the plot is drawn and lr leads it."""
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
