@@ -90,13 +90,43 @@ def predict_folder(folder: Path, out: Path, threads: int, passes: int, detect_si
     return best
 
 
-def video(clip: Path, out: Path, threads: int, passes: int, detect_size: int | None = None) -> dict:
+def opencv_detector(threads: int, detect_size: int):
+    """fervid's detector as it was before it ran YuNet in ONNX Runtime: OpenCV's FaceDetectorYN
+    (kept here only to measure the change); None where this OpenCV has no FaceDetectorYN."""
+    import cv2
+    import numpy as np
+
+    from fervid.detect import NMS_THRESHOLD, TOP_K, YUNET_PATH, FaceDetector
+
+    if not hasattr(cv2, "FaceDetectorYN"):
+        return None
+
+    class OpenCVYuNet(FaceDetector):
+        def _run(self, bgr):
+            size = (bgr.shape[1], bgr.shape[0])
+            if getattr(self, "_cv", None) is None:
+                level = cv2.utils.logging.getLogLevel()
+                cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # OpenCV 5's backend note
+                self._cv = cv2.FaceDetectorYN.create(str(YUNET_PATH), "", size, self.min_confidence,
+                                                     NMS_THRESHOLD, TOP_K)
+                cv2.utils.logging.setLogLevel(level)
+            self._cv.setInputSize(size)
+            _, faces = self._cv.detect(bgr)
+            return faces if faces is not None else np.zeros((0, 15), np.float32)
+
+    return OpenCVYuNet(detect_size=detect_size, threads=threads)
+
+
+def video(clip: Path, out: Path, threads: int, passes: int, detect_size: int | None = None,
+          model: str | None = None, detector: Any = None) -> dict:
     """Frames/s of ``process_video`` (annotated video + CSV) and ms per frame per stage; best pass."""
     from fervid.video import process_video
 
     best: dict[str, Any] = {}
     for k in range(max(1, passes)):
-        rec = stage_recognizer(threads, detect_size)
+        rec = stage_recognizer(threads, detect_size, model)
+        if detector is not None:
+            rec.detector = detector
         dest = out / f"pass{k}.mp4"
         s = process_video(rec, clip, dest, csv_path=dest.with_suffix(".csv"), progress=False,
                           notify=lambda m: None, overwrite=True)
@@ -136,10 +166,25 @@ def run(folder: Path, clip: Path, tmp: Path, threads: int, passes: int, sizes: l
         seconds: float) -> dict[str, Any]:
     """The end-to-end section: detect-size sweep, predict on the photos, video on the clip."""
     t0 = time.perf_counter()
-    result: dict[str, Any] = {"detect_sizes": sweep(folder, clip, sizes, threads, seconds)}
+    from fervid.detect import DETECT_SIZE
+
+    result: dict[str, Any] = {"detect_size_default": DETECT_SIZE,
+                              "detect_sizes": sweep(folder, clip, sizes, threads, seconds)}
     result["predict"] = predict_folder(folder, tmp / "predict-out", threads, passes)
     log(f"predict: {result['predict']['images_per_s']} images/s, recall {result['predict']['recall']}")
     result["video"] = video(clip, tmp, threads, passes)
     log(f"video: {result['video']['fps']} frames/s; ms/frame {result['video']['ms_per_frame']}")
+    small, variants = min(sizes), []
+    old = opencv_detector(threads, 640)
+    if old is not None:
+        variants.append(("OpenCV's YuNet at 640 (before)", {"detector": old}))
+    variants.append((f"`--detect-size {small}`", {"detect_size": small}))
+    int8 = tmp / "vgg_s-int8.onnx"  # made by the classifier section, when it ran
+    if int8.is_file():
+        variants.append((f"int8 model, `--detect-size {small}`", {"detect_size": small, "model": str(int8)}))
+    result["video_variants"] = []
+    for label, kw in variants:
+        result["video_variants"].append({"label": label, **video(clip, tmp, threads, 1, **kw)})
+        log(f"video, {label}: {result['video_variants'][-1]['fps']} frames/s")
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result

@@ -160,10 +160,15 @@ def _pipeline(res: dict, pipe: dict, peer: dict) -> list[str]:
     if v:
         keys = [k for k in STAGES if k in v["ms_per_frame"]]
         lines += ["### video: 640x480 clip, one face, detection on every frame", "",
-                  f"{v['frames']} frames; fervid writes the annotated video and the per-frame CSV, fer runs "
+                  f"{v['frames']} frames; fervid"
+                  + (f" (detect size {pipe['detect_size_default']} unless given)" if pipe.get("detect_size_default")
+                     else "") + " writes the annotated video and the per-frame CSV, fer runs "
                   "`Video.analyze` (annotated video, results as a DataFrame). Milliseconds per frame by stage.", "",
                   "| | frames/s | " + " | ".join(keys) + " |", "| --- | --- | " + " | ".join("---" for _ in keys) + " |",
                   f"| fervid | {v['fps']:.1f} | " + " | ".join(_f(v["ms_per_frame"][k], 2) for k in keys) + " |"]
+        for vs in pipe.get("video_variants") or []:
+            lines.append(f"| fervid, {vs['label']} | {vs['fps']:.1f} | "
+                         + " | ".join(_f(vs["ms_per_frame"].get(k), 2) for k in keys) + " |")
         if pv:
             lines.append(f"| fer | {pv['fps']:.1f} | " + " | ".join(_f(pv["ms_per_frame"].get(k), 2) for k in keys) + " |")
             lines.append(f"| fervid / fer | {_ratio(v['fps'], pv['fps'])} | " + " | ".join("" for _ in keys) + " |")
@@ -193,9 +198,14 @@ def pareto(res: dict, path: Path) -> Path | None:
         pts.append((peer_rate(res, fmt, 32), 100 * a, f"fer {fmt.removeprefix('fer-')} ({kind})",
                     "tab:orange" if kind == "raw" else "navajowhite"))
     pts = [p for p in pts if p[0]]
-    for i, (x, y, label, color) in enumerate(sorted(pts)):  # labels alternate above and below
+    k = 0
+    for x, y, label, color in sorted(pts):  # fer's labels above its points, fervid's below, staggered
         ax.scatter(x, y, s=60, color=color, edgecolor="black", zorder=3)
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 5 if i % 2 == 0 else -12), fontsize=8)
+        if label.startswith("fer"):
+            off = (0, 7)
+        else:
+            off, k = (0, -14 if k % 2 == 0 else -25), k + 1
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=off, fontsize=8, ha="center")
     front = sorted(pts, key=lambda p: -p[0])
     best, line = -1.0, []
     for x, y, *_ in front:
@@ -214,6 +224,13 @@ def pareto(res: dict, path: Path) -> Path | None:
                     rotation=90, ha="center", va="bottom", color="grey")
     ax.set_ylim(floor, max(ys) + 3)
     ax.set_xscale("log")
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    lo, hi = ax.get_xlim()
+    ticks = [m * 10 ** e for e in range(0, 6) for m in (1, 2, 5) if lo <= m * 10 ** e <= hi]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("faces per second at batch 32 (log scale)")
     ax.set_ylabel("PublicTest accuracy (%)")
     m = res["machine"]
