@@ -421,7 +421,8 @@ def model_cases(d: Path) -> list[Case]:
         return proto.SerializeToString()
 
     _write(d / "meta_classes_mismatch.onnx", with_meta(json.dumps(make_meta("vgg_tiny", FER_CLASSES[:5]))))
-    add("meta_classes_mismatch.onnx", "error", "7 outputs", "embedded metadata lists 5 classes, the graph has 7 outputs")
+    add("meta_classes_mismatch.onnx", "error", "7 outputs",
+        "embedded metadata lists 5 classes, the graph has 7 outputs")
     _write(d / "sidecar_mismatch.onnx", with_meta(None))
     (d / "sidecar_mismatch.json").write_text(json.dumps(make_meta("vgg_tiny", ["happy", "sad", "neutral"])))
     add("sidecar_mismatch.onnx", "error", "7 outputs", "no embedded metadata; the sidecar .json lists 3 classes")

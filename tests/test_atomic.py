@@ -188,9 +188,7 @@ def _writers(tmp_path: Path) -> dict[str, list[str]]:
                                            "val_acc": 0.3 + e / 100}) + "\n" for e in (1, 2, 3)))
     cmds["plot"] = ["plot", str(metrics), "-o", str(o / "plot" / "curves.png")]
     try:
-        import torch  # noqa: F401
-
-        from fervid.checkpoint import make_meta, save_model
+        from fervid.checkpoint import make_meta, save_model  # needs PyTorch
         from fervid.models import create_model
 
         model = tmp_path / "tiny.safetensors"
@@ -221,5 +219,5 @@ def test_every_writing_command_refuses_to_overwrite(tmp_path, capsys):
         capsys.readouterr()
         after = _snapshot(out)
         assert after.keys() == before.keys()
-        assert any(after[k][1] != before[k][1] for k in after if k.startswith(name)), f"{name}: --overwrite wrote nothing"
+        assert any(after[k][1] != before[k][1] for k in after if k.startswith(name)), f"{name}: nothing rewritten"
 

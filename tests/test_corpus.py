@@ -288,7 +288,6 @@ def test_videos_python_api(corpus, recognizer, tmp_path):
 def test_videos_whose_frame_size_changes_mid_stream(recognizer, tmp_path):
     """Frames that change size (a capture-like source; decoders of files rescale them already)."""
     import cv2
-    import numpy as np
 
     photo = cv2.imread(str(ROOT / "fervid" / "assets" / "sample.jpg"))
     sizes = [(320, 240)] * 3 + [(640, 480)] * 3 + [(200, 300)] * 3
@@ -411,7 +410,8 @@ def test_models_cli(corpus, tmp_path, capsys):
         runs = [("predict", [photo, "--model", c.path, "-o", tmp_path / "p" / c.name, "--threads", "1"]),
                 ("video", [next(x for x in corpus if x.name == "clip.avi").path, "--model", c.path, "-o",
                            tmp_path / "v" / f"{c.name}.avi", "--no-timeline", "--quiet", "--threads", "1"]),
-                ("evaluate", ["--model", c.path, "--data", data, "--split", "all", "--out-dir", tmp_path / "e" / c.name])]
+                ("evaluate", ["--model", c.path, "--data", data, "--split", "all",
+                              "--out-dir", tmp_path / "e" / c.name])]
         if c.path.suffix == ".safetensors":  # the commands that take PyTorch models only
             runs.append(("export", [c.path, "-o", tmp_path / "x" / f"{c.name}.onnx"]))
             runs.append(("train", ["--init", c.path, "--data", data, "--train-split", "all", "--val-split", "all",

@@ -78,8 +78,8 @@ probe = Probe(Recognizer(threads=1), (minute, last))
 t0 = time.time()
 s = process_video(probe, src, out + "/annotated.avi", csv_path=out + "/annotated.csv", timeline_dir=out + "/tl",
                   progress=False)
-print(json.dumps({"frames": s.frames, "faces": s.faces, "tracks": s.tracks, "at_minute_1": probe.hwm[minute], "at_last_frame": probe.hwm[last],
-                  "peak": hwm_mb(), "seconds": time.time() - t0}))
+print(json.dumps({"frames": s.frames, "faces": s.faces, "tracks": s.tracks, "at_minute_1": probe.hwm[minute],
+                  "at_last_frame": probe.hwm[last], "peak": hwm_mb(), "seconds": time.time() - t0}))
 """
 
 
@@ -89,8 +89,9 @@ def test_ten_minute_video_runs_in_bounded_memory(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(PROBE), str(clip), str(out), str(int(60 * FPS)), str(n)],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    argv = [str(clip), str(out), str(int(60 * FPS)), str(n)]
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(PROBE), *argv], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     print(f"\n10-minute 640x480 clip, {res['frames']} frames in {res['seconds']:.1f}s: peak RSS "
