@@ -158,7 +158,7 @@ def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list
 def open_study(base: TrainConfig, settings: TuneSettings):
     """Create or load the study, refusing one that was made with another config or space."""
     import optuna
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
     url = settings.storage_url()
     if url.startswith("sqlite:///"):
@@ -172,7 +172,7 @@ def open_study(base: TrainConfig, settings: TuneSettings):
     # Optuna 4.9 renamed failed_trial_callback (deprecated, gone in 6); the extra allows >= 3.6.
     stale_kw = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in \
         inspect.signature(optuna.storages.RDBStorage).parameters else "failed_trial_callback"
-    for attempt in range(5):  # two workers creating a new SQLite file at once can collide once
+    for attempt in range(5):  # two workers creating a new database at once can collide once
         try:
             storage = optuna.storages.RDBStorage(
                 url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
@@ -182,9 +182,10 @@ def open_study(base: TrainConfig, settings: TuneSettings):
             break
         except (ArgumentError, NoSuchModuleError, ValueError) as e:
             raise BadInputError(f"--storage {url}: not a usable database URL ({type(e).__name__})") from None
-        except OperationalError as e:
+        except SQLAlchemyError as e:  # locked, or the other worker's schema half there (IntegrityError)
             if attempt == 4:
-                raise BadInputError(f"--storage {url}: cannot open ({' '.join(str(e.orig).split())})") from None
+                why = " ".join(str(getattr(e, "orig", None) or e).split())
+                raise BadInputError(f"--storage {url}: cannot open ({why})") from None
             time.sleep(1.0 + attempt)
     ident = _identity(base, settings)
     held = study.user_attrs.get("fervid")
