@@ -187,6 +187,11 @@ def open_study(base: TrainConfig, settings: TuneSettings):
                 why = " ".join(str(getattr(e, "orig", None) or e).split())
                 raise BadInputError(f"--storage {url}: cannot open ({why})") from None
             time.sleep(1.0 + attempt)
+    if settings.sampler_seed is not None:
+        # Offset by the trials already there: a resumed seeded study must not replay the
+        # random start-up draws of its first run (it would retrain the same configs).
+        study.sampler = optuna.samplers.TPESampler(seed=settings.sampler_seed + len(study.trials),
+                                                   n_startup_trials=5)
     ident = _identity(base, settings)
     held = study.user_attrs.get("fervid")
     if held is None:

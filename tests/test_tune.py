@@ -70,6 +70,7 @@ def test_study_reports_resume_and_best_yaml_trains(tmp_path, capsys):
     first = rows(out)
     assert [r["number"] for r in first] == ["0", "1"] and {r["state"] for r in first} == {"complete"}
     assert all(r["model"] in ("vgg_tiny", "baseline") and 0 < float(r["lr"]) for r in first)
+    assert first[0]["lr"] != first[1]["lr"], "a resumed seeded study draws new configs, not its first run's again"
     assert png_shape(out / "history.png") == HISTORY_SIZE
     # Two trials on 28 faces may well tie, and then there is no variance to apportion.
     assert ("importance: " in text and png_shape(out / "importance.png") == IMPORTANCE_SIZE) \
