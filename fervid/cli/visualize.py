@@ -170,7 +170,7 @@ def run_gradcam(args: argparse.Namespace) -> int:
     parts = [f"{n_faces} face{'s' * (n_faces != 1)} in {n_written} PNG{'s' * (n_written != 1)}"]
     if n_blank:
         parts.append(f"{n_blank} of {n_maps} maps empty (nothing at this layer raised the score: try "
-                     "--method hirescam or an earlier --layer)")
+                     "another --method or an earlier --layer)")
     if n_empty:
         parts.append(f"{n_empty} image{'s' * (n_empty != 1)} without a face")
     if failures:
@@ -271,10 +271,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--all-classes", action="store_true", help="one heat map per class of the model")
     v.add_argument("--layer", help="layer whose activations are weighted (default: the last conv's output; "
                    "see `fervid visualize layers`)")
-    v.add_argument("--method", choices=("gradcam", "hirescam"), default="gradcam",
-                   help="gradcam: Grad-CAM, each channel weighted by its mean gradient (default); hirescam: each "
-                   "activation by its own gradient (HiResCAM), identical for models ending in global pooling "
-                   "(resnet_*), and not empty where a flatten head makes Grad-CAM's mean gradients cancel (vgg_*)")
+    v.add_argument("--method", choices=("gradcam", "hirescam"), default="hirescam",
+                   help="hirescam (default): each activation weighted by its own gradient (HiResCAM), the same "
+                   "map as Grad-CAM for models ending in global pooling (resnet_*) and not empty where a flatten "
+                   "head makes Grad-CAM's mean gradients cancel (vgg_*, the shipped model: Grad-CAM is empty for "
+                   "61%% of PublicTest faces there, docs/visualize.md); gradcam: classic Grad-CAM, each channel "
+                   "weighted by its mean gradient")
     v.add_argument("-o", "--out-dir", default="fervid-gradcam", metavar="DIR",
                    help="folder for the PNGs, one per image named after it (default: fervid-gradcam)")
     v.set_defaults(func=run_gradcam)
