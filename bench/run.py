@@ -131,7 +131,8 @@ def summary(res: dict) -> str:
     """The README's performance section (10-15 lines)."""
     m, lines = res["machine"], []
     lines.append(f"Measured by `{res['command']}` on {m['cores']} cores of an {m['cpu']} ({m['date']}), "
-                 f"while a training run shared the cores, so absolute figures are low; ratios come from one run. "
+                 f"load average at start {(m.get('load_average') or ['?'])[0]} (other jobs make absolute figures "
+                 "low; ratios come from one run). "
                  "Full tables, the fer comparison and how to reproduce: [docs/benchmarks.md](docs/benchmarks.md).")
     lines.append("")
     lines.append("| | fervid | fer | fervid / fer |")
