@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import BadInputError, ModelFileError
-from .preprocess import FACE_SIZE, MEAN, STD, align_face, crop_face, to_gray
+from .preprocess import FACE_SIZE, MEAN, STD, crop_detections, crop_face, to_gray
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 #: The shipped model's PyTorch weights: Grad-CAM needs them (the shipped .onnx has no gradients).
@@ -359,14 +359,7 @@ def face_crops(image: np.ndarray, size: int = FACE_SIZE, detect: bool | None = N
 
         detector = FaceDetector(min_confidence, min_face, **detector_kw)
     found = detector.detect(image)
-    crops = np.empty((len(found), size, size), np.uint8)
-    for i, d in enumerate(found):
-        if d.landmarks:
-            crops[i] = align_face(gray, d.landmarks, d.face_size or None, size=size)
-        else:
-            x, y, bw, bh = d.box
-            crops[i] = crop_face(gray[y:y + bh, x:x + bw], size)
-    return FaceCrops(crops, [tuple(int(v) for v in d.box) for d in found], True)
+    return FaceCrops(crop_detections(gray, found, size), [tuple(int(v) for v in d.box) for d in found], True)
 
 
 # --- gallery --------------------------------------------------------------------------------

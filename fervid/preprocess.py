@@ -125,3 +125,17 @@ def crop_face(gray: np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
     if gray.shape != (size, size):
         gray = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA)
     return equalize(gray)
+
+
+def crop_detections(gray: np.ndarray, detections, size: int = FACE_SIZE) -> np.ndarray:
+    """The equalized ``size`` crops of detected faces, uint8 [N, S, S]: eye-levelled alignment
+    where the detector gave landmarks, a plain box crop where it did not. One place, so
+    recognition and the model-insight views see the very same pixels."""
+    out = np.empty((len(detections), size, size), np.uint8)
+    for i, d in enumerate(detections):
+        if d.landmarks:
+            out[i] = align_face(gray, d.landmarks, d.face_size or None, size=size)
+        else:
+            x, y, w, h = d.box
+            out[i] = crop_face(gray[y:y + h, x:x + w], size=size)
+    return out

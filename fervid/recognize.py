@@ -22,7 +22,7 @@ import numpy as np
 from .cvlog import quiet_opencv
 from .detect import DETECT_SIZE, PAD, Detection, FaceDetector
 from .errors import BadInputError, ModelFileError
-from .preprocess import FACE_SIZE, align_face, crop_face, to_gray
+from .preprocess import FACE_SIZE, crop_detections, to_gray
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = ASSETS / "model.onnx"
@@ -70,12 +70,13 @@ def _looks_truncated(data: bytes) -> bool:
 MAX_PIXELS = 150_000_000
 
 
-def header_size(data: bytes) -> tuple[int, int] | None:
+def header_size(data: bytes, strict: bool = False) -> tuple[int, int] | None:
     """(width, height) from an image's header, without decoding pixels.
 
-    None when Pillow is missing or cannot parse the format (OpenCV then decides alone).
-    Raises ``OverflowError(limit)`` for a header beyond Pillow's own hard limit, whose size
-    Pillow does not report.
+    None when Pillow is missing or cannot parse the format (OpenCV then decides alone), or,
+    with ``strict``, ``ValueError`` for a header Pillow cannot read (the service refuses
+    those). Raises ``OverflowError(limit)`` for a header beyond Pillow's own hard limit,
+    whose size Pillow does not report.
     """
     try:
         from PIL import Image
@@ -89,6 +90,8 @@ def header_size(data: bytes) -> tuple[int, int] | None:
         except Image.DecompressionBombError:
             raise OverflowError(2 * (Image.MAX_IMAGE_PIXELS or 0)) from None
         except Exception:  # a format (or a header) Pillow cannot read: let OpenCV try
+            if strict:
+                raise ValueError("image header cannot be read") from None
             return None
 
 
@@ -322,15 +325,7 @@ class Recognizer:
 
     def crops(self, gray: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
         """The equalized ``input_size`` crops the classifier sees, uint8 [N, S, S]."""
-        s = self.input_size
-        out = np.empty((len(detections), s, s), np.uint8)
-        for i, d in enumerate(detections):
-            if d.landmarks:
-                out[i] = align_face(gray, d.landmarks, d.face_size or None, size=s)
-            else:
-                x, y, w, h = d.box
-                out[i] = crop_face(gray[y:y + h, x:x + w], size=s)
-        return out
+        return crop_detections(gray, detections, self.input_size)
 
     def probabilities(self, crops: np.ndarray) -> np.ndarray:
         """Probabilities over ``self.classes`` for equalized uint8 crops [N, S, S], one ONNX call."""

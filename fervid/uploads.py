@@ -14,8 +14,6 @@ memory, never a 500 or a file on disk:
 """
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Literal
 
@@ -185,21 +183,19 @@ def check_image_type(declared: str, data: bytes) -> str:
 
 
 def header_size(data: bytes, max_pixels: int) -> tuple[int, int] | None:
-    """(width, height) from the image header without decoding pixels; None without Pillow."""
+    """(width, height) from the image header without decoding pixels; None without Pillow.
+
+    The same header reader as ``fervid predict``; its refusals become HTTP errors here.
+    """
+    from .recognize import header_size as read_header
+
     try:
-        from PIL import Image
-    except ImportError:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # DecompressionBombWarning: we apply our own limit
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                return im.size
-        except Image.DecompressionBombError:  # Pillow's own, far higher, limit
-            raise UploadError(413, f"image has over {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} megapixels "
-                                   f"(a decompression bomb?); the limit is {max_pixels / 1e6:.1f} megapixels") from None
-        except Exception:
-            raise UploadError(422, "corrupt image: its header cannot be read") from None
+        return read_header(data, strict=True)
+    except OverflowError as e:  # Pillow's own, far higher, limit
+        raise UploadError(413, f"image has over {e.args[0] / 1e6:.0f} megapixels "
+                               f"(a decompression bomb?); the limit is {max_pixels / 1e6:.1f} megapixels") from None
+    except ValueError:
+        raise UploadError(422, "corrupt image: its header cannot be read") from None
 
 
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:
