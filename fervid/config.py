@@ -49,6 +49,9 @@ class TrainConfig:
     class_weighting: str = "none"  # none | loss | sampler
     mixup: float = 0.0  # Beta(alpha, alpha); 0 = off
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
+    teacher: str = ""  # distil from these fervid models (comma-separated: their averaged softmax); "" = off
+    distill_alpha: float = 0.5  # weight of the distillation loss against the hard-label loss
+    distill_temp: float = 4.0  # softmax temperature of teacher and student in the distillation loss
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # run
     patience: int = 0  # stop after this many epochs without a better val accuracy; 0 = never
@@ -89,6 +92,7 @@ class TrainConfig:
                   ("warmup_epochs", self.warmup_epochs >= 0), ("mixup", self.mixup >= 0),
                   ("label_smoothing", 0 <= self.label_smoothing < 1), ("ema", 0 <= self.ema < 1),
                   ("dropout", self.dropout == -1 or 0 <= self.dropout < 1),
+                  ("distill_alpha", 0 <= self.distill_alpha <= 1), ("distill_temp", self.distill_temp > 0),
                   ("aug_flip", 0 <= a.flip <= 1), ("aug_erase", 0 <= a.erase <= 1),
                   ("aug_erase_area", 0 < a.erase_area <= 1), ("aug_crop", 0 <= a.crop < 1),
                   ("aug_rotate", a.rotate >= 0), ("aug_shift", a.shift >= 0), ("aug_scale", 0 <= a.scale < 1)]

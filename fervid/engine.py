@@ -24,6 +24,7 @@ from . import checkpoint as ckpt
 from .augment import AugmentConfig, augment, mixup  # noqa: F401  (AugmentConfig: re-exported)
 from .config import TrainConfig
 from .data import ClassSet, FaceSet, load_faces
+from .distill import distill_loss, load_teachers, teacher_probs
 from .errors import BadInputError, FervidError, ModelFileError
 from .io import write_text_atomic
 from .models import count_flops, count_params, create_model
@@ -274,7 +275,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     # Dropout changes no weight shape, so a saved model loads with its architecture's default.
     arch_kwargs = {"dropout": cfg.dropout} if cfg.dropout >= 0 else {}
     try:
-        model = create_model(cfg.model, num_classes=len(classes), **arch_kwargs).to(device)
+        model = create_model(cfg.model, num_classes=len(classes), **arch_kwargs)
     except ValueError as e:  # e.g. a dropout the architecture scales past 1 (baseline doubles it)
         raise BadInputError(f"--dropout {cfg.dropout} does not fit {cfg.model}: {e}") from None
     if cfg.init and saved is None:
@@ -283,6 +284,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             raise BadInputError(f"{cfg.init}: a {init_meta['arch']} model of classes {','.join(init_meta['classes'])}"
                                 f" cannot start a {cfg.model} run of classes {','.join(classes)}")
         model.load_state_dict(init_model.state_dict())
+    # NHWC runs oneDNN's faster convolution kernels: a vgg_s step took 262 ms instead of
+    # 358 ms on 2 cores under bf16 (same maths; state dicts and saved files are unchanged).
+    model = model.to(device, memory_format=torch.channels_last)
+    teachers = load_teachers(cfg.teacher, classes, device) if cfg.teacher else []
     n_params, mflops = count_params(model), count_flops(model) / 1e6
     decay, no_decay = [], []
     for p in model.parameters():
@@ -361,7 +366,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             if cfg.mixup > 0:
                 x, ya, yb, lam = mixup(x, y, cfg.mixup, g_aug)
                 ya, yb = ya.to(device), yb.to(device)
-            x, y = x.to(device, non_blocking=True), y.to(device)
+            x, y = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last), y.to(device)
             lr = cfg.lr * lr_factor(step / total_steps, cfg.schedule, cfg.warmup_epochs / cfg.epochs)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -372,6 +377,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                     + (1 - lam) * F.cross_entropy(logits.float(), yb, weight=weight, label_smoothing=cfg.label_smoothing)
             else:
                 loss = F.cross_entropy(logits.float(), y, weight=weight, label_smoothing=cfg.label_smoothing)
+            if teachers:
+                kd = distill_loss(logits, teacher_probs(teachers, x, cfg.distill_temp, dtype), cfg.distill_temp)
+                loss = (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * kd
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(f"loss became {loss.item()} at epoch {epoch + 1} step {i + 1}; "
                                             f"lower --lr (now {cfg.lr})")
