@@ -94,9 +94,17 @@ def load_model_any(path: str | os.PathLike) -> tuple[Any, dict[str, Any], Path]:
     """A model to score, its metadata and the file it came from.
 
     ``.safetensors`` files and run folders load through :mod:`fervid.checkpoint`; an
-    exported ``.onnx`` model goes through the ONNX predictor when this build has one.
+    exported ``.onnx`` model goes through the ONNX predictor when this build has one;
+    comma-separated paths make an :class:`~fervid.ensemble.Ensemble` of those models.
     """
-    p = Path(path).expanduser()
+    from .ensemble import Ensemble, split_model_list
+
+    paths = split_model_list(str(path))
+    if len(paths) > 1:  # an ensemble: every member loads as a model of its own would
+        loaded = [load_model_any(q) for q in paths]
+        ens = Ensemble([m for m, _, _ in loaded], [meta for _, meta, _ in loaded], [str(q) for _, _, q in loaded])
+        return ens, ens.meta, loaded[0][2]
+    p = Path(paths[0] if paths else str(path)).expanduser()
     if p.suffix.lower() == ".onnx":
         return _load_onnx(p)
     from .checkpoint import load_model, resolve_model_path
@@ -219,6 +227,8 @@ def model_logits(model: Any, images: np.ndarray, tta: bool = False, batch_size: 
         model.to(dev)
         return predict_logits(model, images, batch_size=batch_size, device=dev,
                               dtype=autocast_dtype(dev, precision), tta=tta).numpy()
+    if hasattr(model, "device") and hasattr(model, "members"):  # an Ensemble scores its members alike
+        model.device, model.precision = device, precision
     if hasattr(model, "logits"):
         return np.asarray(model.logits(images, tta=tta, batch_size=batch_size), dtype=np.float32)
     raise TypeError(f"cannot evaluate a {type(model).__name__}: expected a torch module or a predictor")

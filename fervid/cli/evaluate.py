@@ -11,9 +11,14 @@ import re
 from pathlib import Path
 
 
-def default_out_dir(model_path: Path, split: str) -> Path:
-    """``<model dir>/eval-<split>`` beside the model when that folder is writable, else ``./fervid-eval/<split>``."""
+def default_out_dir(model_path: Path, split: str, ensemble: bool = False) -> Path:
+    """``<model dir>/eval-<split>`` beside the model when that folder is writable, else ``./fervid-eval/<split>``.
+
+    An ensemble's report goes to ``eval-ensemble-<split>`` beside its first member, so it
+    never replaces that member's own report.
+    """
     tag = re.sub(r"[^A-Za-z0-9_.-]+", "+", split.strip()) or "split"
+    tag = f"ensemble-{tag}" if ensemble else tag
     folder = model_path.parent
     if os.access(folder, os.W_OK):
         return folder / f"eval-{tag}"
@@ -21,6 +26,7 @@ def default_out_dir(model_path: Path, split: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..ensemble import split_model_list
     from ..evaluate import evaluate, format_report, load_eval_faces, load_model_any, report_paths, write_report
 
     if args.threads:
@@ -31,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             torch.set_num_threads(args.threads)
     model, meta, path = load_model_any(args.model)
-    out_dir = Path(args.out_dir) if args.out_dir else default_out_dir(path, args.split)
+    ensemble = len(split_model_list(args.model)) > 1
+    out_dir = Path(args.out_dir) if args.out_dir else default_out_dir(path, args.split, ensemble)
     if not args.overwrite:  # fail before minutes of inference, not after
         for p in report_paths(out_dir, args.tta).values():
             if p.exists():
@@ -40,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
                 raise BadInputError(f"{p}: already exists (use --overwrite to replace it)")
     faces = load_eval_faces(args.data, args.split, meta, classes=args.classes, merge=args.merge)
     report = evaluate(model, meta, faces, tta=args.tta, batch_size=args.batch_size, device=args.device,
-                      precision=args.precision, model_name=str(path))
+                      precision=args.precision, model_name=args.model if ensemble else str(path))
     paths = write_report(report, out_dir, overwrite=args.overwrite)
     print(format_report(report))
     print(f"report: {paths['report']}  confusion matrix: {paths['confusion']}")
@@ -54,7 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "precision/recall/F1, confusion matrix PNG and a JSON report. The last line printed "
                        "is 'accuracy: <float>'.")
     p.add_argument("--model", required=True,
-                   help="model: a .safetensors file, a training run folder (its best model) or an exported .onnx")
+                   help="model: a .safetensors file, a training run folder (its best model) or an exported .onnx; "
+                   "several, comma-separated, score their ensemble (softmax averaged)")
     p.add_argument("--data", required=True, help="FER-2013 source: fer2013.csv or a folder in the Kaggle layout")
     p.add_argument("--split", default="test",
                    help="split(s): Training, PublicTest, PrivateTest, train, test (test folder, or Usage "
