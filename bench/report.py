@@ -118,13 +118,15 @@ def markdown(res: dict) -> str:
     if tr:
         lines += ["### Training", "", f"Training step (augmentation, forward, backward, SGD), batch {tr['batch']}; "
                   "seconds per epoch = 28,709 Training faces / rate (evaluation not included).", "",
-                  "| model | fp32 images/s | bf16 images/s | bf16 / fp32 | fp32 s/epoch | bf16 s/epoch |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        rows = tr["rows"]
-        for fp, bf in zip(rows[0::2], rows[1::2]):
-            lines.append(f"| {fp['arch']} | {_f(fp['images_per_s'])} | {_f(bf['images_per_s'])} | "
-                         f"{_ratio(bf['images_per_s'], fp['images_per_s'])} | {_f(fp['seconds_per_epoch'])} | "
-                         f"{_f(bf['seconds_per_epoch'])} |")
+                  "| model | fp32 NCHW | fp32 NHWC | bf16 NCHW | bf16 NHWC (engine) | engine / fp32 NCHW | "
+                  "engine s/epoch |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        by = {(r["arch"], r["precision"], r.get("layout", "nchw")): r for r in tr["rows"]}
+        for arch in dict.fromkeys(r["arch"] for r in tr["rows"]):
+            cell = [by.get((arch, p, lay)) for p in ("fp32", "bf16") for lay in ("nchw", "nhwc")]
+            ips = [c["images_per_s"] if c else None for c in cell]
+            eng = cell[3] or cell[2]
+            lines.append(f"| {arch} | " + " | ".join(_f(v) for v in ips) + f" | {_ratio(eng and eng['images_per_s'], ips[0])}"
+                         f" | {_f(eng and eng['seconds_per_epoch'])} |")
         lines.append("")
     tg = res.get("targets") or []
     if tg:

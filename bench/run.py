@@ -159,10 +159,11 @@ def summary(res: dict) -> str:
         if a:
             lines.append(f"| {label} | {a:.1f} | {_n(b, 1)} | {_r(a, b)} |")
     tr = (res.get("training") or {}).get("rows") or []
-    s = {(r["arch"], r["precision"]): r for r in tr}
-    if (ship, "fp32") in s:
-        lines.append(f"| training {ship}, s/epoch fp32 / bf16 | {s[(ship, 'fp32')]['seconds_per_epoch']:.0f} / "
-                     f"{s[(ship, 'bf16')]['seconds_per_epoch']:.0f} | | |")
+    s = {(r["arch"], r["precision"], r.get("layout", "nchw")): r for r in tr}
+    if (ship, "fp32", "nchw") in s and (ship, "bf16", "nhwc") in s:
+        lines.append(f"| training {ship}, s/epoch fp32 NCHW / bf16 NHWC (engine) | "
+                     f"{s[(ship, 'fp32', 'nchw')]['seconds_per_epoch']:.0f} / "
+                     f"{s[(ship, 'bf16', 'nhwc')]['seconds_per_epoch']:.0f} | | |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,5 @@
-"""Training speed: images per second of fervid's training step, fp32 against bf16 autocast.
+"""Training speed: images per second of fervid's training step, fp32 against bf16 autocast,
+in the NCHW layout and in the NHWC (channels-last) layout the engine trains in.
 
 The step is the one ``fervid.engine.train`` runs (augmentation on the CPU, forward under
 autocast, label-smoothed cross-entropy, backward, SGD with Nesterov momentum), on real
@@ -27,7 +28,7 @@ def train_faces(n: int) -> tuple[np.ndarray, np.ndarray]:
         return rng.integers(0, 256, (n, 48, 48), dtype=np.uint8), rng.integers(0, 7, n)
 
 
-def step_fn(arch: str, precision: str, images: np.ndarray, labels: np.ndarray, batch: int):
+def step_fn(arch: str, precision: str, images: np.ndarray, labels: np.ndarray, batch: int, layout: str = "nhwc"):
     import torch
     import torch.nn.functional as F
 
@@ -37,7 +38,8 @@ def step_fn(arch: str, precision: str, images: np.ndarray, labels: np.ndarray, b
     from fervid.models import create_model
 
     torch.manual_seed(0)
-    model = create_model(arch, 7).train()
+    fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
+    model = create_model(arch, 7).to(memory_format=fmt).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
     cfg, gen = AugmentConfig(), torch.Generator().manual_seed(0)
     imgs, ys = torch.as_tensor(images), torch.as_tensor(labels)
@@ -47,7 +49,7 @@ def step_fn(arch: str, precision: str, images: np.ndarray, labels: np.ndarray, b
     def step() -> None:
         i = state["i"] % max(1, len(imgs) // batch)
         state["i"] += 1
-        x = augment(to_input(imgs[i * batch:(i + 1) * batch], torch.device("cpu")), cfg, gen)
+        x = augment(to_input(imgs[i * batch:(i + 1) * batch], torch.device("cpu")), cfg, gen).contiguous(memory_format=fmt)
         y = ys[i * batch:(i + 1) * batch]
         with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = model(x)
@@ -68,9 +70,12 @@ def run(archs: list[str], threads: int, seconds: float, windows: int, batch: int
     rows = []
     for arch in archs:
         for precision in ("fp32", "bf16"):
-            ips = rate(step_fn(arch, precision, images, labels, batch), batch, seconds, windows)
-            rows.append({"arch": arch, "precision": precision, "batch": batch, "images_per_s": round(ips, 1),
-                         "seconds_per_epoch": round(TRAIN_FACES / ips, 1)})
-        fp32, bf16 = rows[-2]["images_per_s"], rows[-1]["images_per_s"]
-        log(f"train {arch}: fp32 {fp32:.0f} img/s, bf16 {bf16:.0f} img/s ({bf16 / fp32:.2f}x)")
+            for layout in ("nchw", "nhwc"):
+                ips = rate(step_fn(arch, precision, images, labels, batch, layout), batch, seconds, windows)
+                rows.append({"arch": arch, "precision": precision, "layout": layout, "batch": batch,
+                             "images_per_s": round(ips, 1), "seconds_per_epoch": round(TRAIN_FACES / ips, 1)})
+        r = {(x["precision"], x["layout"]): x["images_per_s"] for x in rows[-4:]}
+        log(f"train {arch}: fp32 {r['fp32', 'nchw']:.0f}/{r['fp32', 'nhwc']:.0f} img/s, bf16 {r['bf16', 'nchw']:.0f}/"
+            f"{r['bf16', 'nhwc']:.0f} img/s (NCHW/NHWC); engine (bf16 NHWC) {r['bf16', 'nhwc'] / r['fp32', 'nchw']:.2f}x "
+            "fp32 NCHW")
     return {"batch": batch, "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}

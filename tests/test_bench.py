@@ -46,7 +46,8 @@ def test_quick_run_writes_complete_results(quick_run):
     assert pipe["video"]["frames"] == 30 and pipe["video"]["fps"] > 0
     assert set(pipe["video"]["ms_per_frame"]) >= {"decode", "detect", "align", "classify", "draw", "encode"}
     assert [r["detect_size"] for r in pipe["detect_sizes"]] == [640, 320]
-    assert {(r["arch"], r["precision"]) for r in res["training"]["rows"]} == {("vgg_s", "fp32"), ("vgg_s", "bf16")}
+    assert {(r["arch"], r["precision"], r["layout"]) for r in res["training"]["rows"]} == {
+        ("vgg_s", p, lay) for p in ("fp32", "bf16") for lay in ("nchw", "nhwc")}
     assert all(r["seconds_per_epoch"] == pytest.approx(28709 / r["images_per_s"], rel=0.01)
                for r in res["training"]["rows"])
     assert any(t["target"].startswith("video") for t in res["targets"])
