@@ -227,7 +227,9 @@ def model_logits(model: Any, images: np.ndarray, tta: bool = False, batch_size: 
         model.to(dev)
         return predict_logits(model, images, batch_size=batch_size, device=dev,
                               dtype=autocast_dtype(dev, precision), tta=tta).numpy()
-    if hasattr(model, "device") and hasattr(model, "members"):  # an Ensemble scores its members alike
+    from .ensemble import Ensemble
+
+    if isinstance(model, Ensemble):  # its members run on the device and precision asked for here
         model.device, model.precision = device, precision
     if hasattr(model, "logits"):
         return np.asarray(model.logits(images, tta=tta, batch_size=batch_size), dtype=np.float32)
