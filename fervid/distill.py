@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoint as ckpt
+from .ensemble import split_model_list
 from .errors import BadInputError
 
 
@@ -23,7 +24,7 @@ def load_teachers(spec: str, classes: list[str], device: torch.device) -> list[n
     distil probabilities onto the wrong outputs without any error.
     """
     teachers = []
-    for path in [p.strip() for p in spec.split(",") if p.strip()]:
+    for path in split_model_list(spec):
         model, meta = ckpt.load_model(path)
         if list(meta["classes"]) != list(classes):
             raise BadInputError(f"teacher {path}: classes {','.join(meta['classes'])} "
