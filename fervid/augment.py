@@ -56,14 +56,45 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Te
     return out
 
 
-def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, g: torch.Generator):
-    """Mixup: blend each face with a shuffled partner; returns inputs, both targets and weight.
+def _beta(alpha: float, g: torch.Generator) -> float:
+    """A Beta(alpha, alpha) draw from ``g`` (torch.distributions would use the global RNG), via a
+    NumPy generator seeded from it; 1.0 when alpha is 0."""
+    if alpha <= 0:
+        return 1.0
+    seed = int(torch.randint(0, 2**62, (1,), generator=g))
+    return float(np.random.default_rng(seed).beta(alpha, alpha))
 
-    The Beta draw comes from ``g`` too (torch.distributions would use the global RNG),
-    via a NumPy generator seeded from it."""
-    lam = 1.0
-    if alpha > 0:
-        seed = int(torch.randint(0, 2**62, (1,), generator=g))
-        lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+
+def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, g: torch.Generator):
+    """Mixup: blend each face with a shuffled partner; returns inputs, both targets and weight."""
+    lam = _beta(alpha, g)
     perm = torch.randperm(x.shape[0], generator=g)
     return lam * x + (1 - lam) * x[perm], y, y[perm], lam
+
+
+def cutmix(x: torch.Tensor, y: torch.Tensor, alpha: float, g: torch.Generator):
+    """CutMix (Yun et al. 2019): paste one box of a shuffled partner into every face of the batch.
+
+    Unlike mixup's blend, each pixel stays a real face's pixel, so a model must read the
+    expression from what is left of the face (a mouth, the eyes). The box is clipped at the
+    border, so the returned weight is the area actually kept, not the Beta draw."""
+    n, _, h, w = x.shape
+    lam = _beta(alpha, g)
+    perm = torch.randperm(n, generator=g)
+    cut = math.sqrt(1.0 - lam)
+    bh, bw = int(h * cut), int(w * cut)
+    cy, cx = int(torch.randint(0, h, (1,), generator=g)), int(torch.randint(0, w, (1,), generator=g))
+    y0, y1 = max(cy - bh // 2, 0), min(cy + bh - bh // 2, h)
+    x0, x1 = max(cx - bw // 2, 0), min(cx + bw - bw // 2, w)
+    out = x.clone()
+    out[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
+    return out, y, y[perm], 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
+
+
+def mix_batch(x: torch.Tensor, y: torch.Tensor, mixup_alpha: float, cutmix_alpha: float, g: torch.Generator):
+    """Mixup or CutMix for one batch, or ``None`` when both are off. With both on, each batch
+    takes one of the two with even odds (timm's switch), so a run sees both kinds of mixing."""
+    if mixup_alpha <= 0 and cutmix_alpha <= 0:
+        return None
+    use_cut = cutmix_alpha > 0 and (mixup_alpha <= 0 or bool(torch.rand(1, generator=g) < 0.5))
+    return cutmix(x, y, cutmix_alpha, g) if use_cut else mixup(x, y, mixup_alpha, g)

@@ -48,6 +48,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     class_weighting: str = "none"  # none | loss | sampler
     mixup: float = 0.0  # Beta(alpha, alpha); 0 = off
+    cutmix: float = 0.0  # Beta(alpha, alpha) of the kept area; 0 = off (with mixup too: half the batches each)
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
     teacher: str = ""  # distil from these fervid models (comma-separated: their averaged softmax); "" = off
     distill_alpha: float = 0.5  # weight of the distillation loss against the hard-label loss
@@ -90,6 +91,7 @@ class TrainConfig:
         checks = [("epochs", self.epochs >= 1), ("batch_size", self.batch_size >= 1), ("lr", self.lr > 0),
                   ("limit", self.limit >= 0), ("patience", self.patience >= 0), ("threads", self.threads >= 0),
                   ("warmup_epochs", self.warmup_epochs >= 0), ("mixup", self.mixup >= 0),
+                  ("cutmix", self.cutmix >= 0),
                   ("label_smoothing", 0 <= self.label_smoothing < 1), ("ema", 0 <= self.ema < 1),
                   ("dropout", self.dropout == -1 or 0 <= self.dropout < 1),
                   ("distill_alpha", 0 <= self.distill_alpha <= 1), ("distill_temp", self.distill_temp > 0),

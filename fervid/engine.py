@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoint as ckpt
-from .augment import AugmentConfig, augment, mixup  # noqa: F401  (AugmentConfig: re-exported)
+from .augment import AugmentConfig, augment, mix_batch  # noqa: F401  (AugmentConfig: re-exported)
 from .config import TrainConfig
 from .data import ClassSet, FaceSet, load_faces
 from .distill import distill_loss, load_teachers, teacher_probs
@@ -363,8 +363,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             idx = order[i * per_rank:(i + 1) * per_rank]
             y = labels[idx]
             x = augment(to_input(images[idx], cpu), cfg.augment, g_aug)  # on the CPU: g_aug is a CPU generator
-            if cfg.mixup > 0:
-                x, ya, yb, lam = mixup(x, y, cfg.mixup, g_aug)
+            mixed = mix_batch(x, y, cfg.mixup, cfg.cutmix, g_aug)
+            if mixed is not None:
+                x, ya, yb, lam = mixed
                 ya, yb = ya.to(device), yb.to(device)
             x, y = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last), y.to(device)
             lr = cfg.lr * lr_factor(step / total_steps, cfg.schedule, cfg.warmup_epochs / cfg.epochs)
@@ -372,7 +373,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 logits = net(x)
-            if cfg.mixup > 0:
+            if mixed is not None:
                 loss = lam * F.cross_entropy(logits.float(), ya, weight=weight, label_smoothing=cfg.label_smoothing) \
                     + (1 - lam) * F.cross_entropy(logits.float(), yb, weight=weight, label_smoothing=cfg.label_smoothing)
             else:

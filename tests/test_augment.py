@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from fervid.augment import AugmentConfig, augment, mixup  # noqa: E402
+from fervid.augment import AugmentConfig, augment, cutmix, mix_batch, mixup  # noqa: E402
 from fervid.data import load_faces  # noqa: E402
 from fervid.engine import to_input  # noqa: E402
 
@@ -86,6 +86,42 @@ def test_mixup(faces):
     assert len(lams) > 10 and all(0 <= v <= 1 for v in lams)
     x0, _, _, lam0 = mixup(faces, y, 0.0, gen(5))
     assert lam0 == 1.0 and torch.equal(x0, faces)
+
+
+def test_cutmix_pastes_one_box_and_weights_by_its_area(faces):
+    y = torch.arange(len(faces))
+    for seed in range(12):
+        xc, ya, yb, lam = cutmix(faces, y, 1.0, gen(seed))
+        perm = yb
+        assert torch.equal(ya, y) and sorted(perm.tolist()) == y.tolist()
+        from_partner = (xc == faces[perm]) & (xc != faces)  # pixels that changed to the partner's
+        box = from_partner.any(0).any(0)  # [H, W]: where any face took its partner's pixels
+        changed = xc != faces
+        assert torch.equal(changed, changed & (xc == faces[perm])), "every changed pixel is the partner's"
+        if box.any():
+            ys, xs = torch.nonzero(box, as_tuple=True)
+            area = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+            # a single box, and lam is what is left of the face (pixels equal by chance aside)
+            assert 1 - lam == pytest.approx(float(area) / box.numel(), abs=0.02)
+        assert 0.0 <= lam <= 1.0
+    again = cutmix(faces, y, 1.0, gen(3))
+    first = cutmix(faces, y, 1.0, gen(3))
+    assert again[3] == first[3] and torch.equal(again[0], first[0]), "cutmix draws only from the generator"
+    assert cutmix(faces, y, 0.0, gen(0))[3] == 1.0, "alpha 0: the Beta draw is 1, so no box"
+
+
+def test_mix_batch_picks_mixup_cutmix_or_nothing(faces):
+    y = torch.arange(len(faces))
+    assert mix_batch(faces, y, 0.0, 0.0, gen()) is None
+    only_mix = mix_batch(faces, y, 0.4, 0.0, gen(5))
+    assert torch.equal(only_mix[0], mixup(faces, y, 0.4, gen(5))[0]), "mixup alone draws as it always did"
+    assert torch.equal(mix_batch(faces, y, 0.0, 1.0, gen(5))[0], cutmix(faces, y, 1.0, gen(5))[0])
+    kinds = set()
+    for s in range(30):
+        x, _, yb, lam = mix_batch(faces, y, 0.4, 1.0, gen(s))
+        blended = torch.allclose(x, lam * faces + (1 - lam) * faces[yb], atol=1e-6)
+        kinds.add("mixup" if blended and 0 < lam < 1 else "cutmix")
+    assert kinds == {"mixup", "cutmix"}, "with both on, batches take either"
 
 
 def test_extreme_but_valid_settings(faces):

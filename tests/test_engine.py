@@ -163,7 +163,8 @@ def test_lr_factor_shape():
 
 
 @pytest.mark.parametrize("extra", [dict(class_weighting="loss"), dict(class_weighting="sampler"),
-                                   dict(mixup=0.4), dict(ema=0.9)])
+                                   dict(mixup=0.4), dict(cutmix=1.0), dict(mixup=0.4, cutmix=1.0),
+                                   dict(ema=0.9)])
 def test_weighting_mixup_and_ema_train(tmp_path, sets, extra):
     out = tmp_path / "r"
     run(out, sets, epochs=1, **extra)
