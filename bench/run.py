@@ -5,7 +5,7 @@
     python bench/run.py --from-json docs/bench/results.json   # re-make tables and chart only
 
 Writes ``results.json`` and ``results.md`` into ``--out`` (default docs/bench), the Pareto
-chart (``--pareto``, default docs/images/pareto.png) and ``summary.md`` (the README's
+chart (``--pareto``; docs/images/pareto.png for the default ``--out``, else inside ``--out``) and ``summary.md`` (the README's
 performance section); with ``--update-docs`` also the generated block of docs/benchmarks.md.
 The peer runs in its own Python (``--peer-python``; bench/setup_peer.sh makes one) and is
 skipped, with a note in the report, when that Python or its ``fer`` is missing.
@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="short timings, two architectures, few samples")
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench"), help="folder for results.{json,md}, summary.md")
-    ap.add_argument("--pareto", default=str(ROOT / "docs" / "images" / "pareto.png"), help="Pareto chart PNG")
+    ap.add_argument("--pareto", help="Pareto chart PNG (default: docs/images/pareto.png with the default "
+                    "--out, else pareto.png inside --out, so a trial run leaves the docs' chart alone)")
     ap.add_argument("--peer-python", default=str(DEFAULT_PEER) if DEFAULT_PEER.is_file() else "",
                     help=f"Python with fer and TensorFlow (default: {DEFAULT_PEER} if present; '' skips the peer)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads per runtime (default: cores)")
@@ -210,7 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from-json", help="re-make the tables and the chart from this results.json; measure nothing")
     args = ap.parse_args(argv)
 
-    out, chart = Path(args.out), Path(args.pareto)
+    out = Path(args.out)
+    if args.pareto:
+        chart = Path(args.pareto)
+    elif out.resolve() == (ROOT / "docs" / "bench").resolve():
+        chart = ROOT / "docs" / "images" / "pareto.png"
+    else:
+        chart = out / "pareto.png"
     if args.from_json:
         res = json.loads(Path(args.from_json).read_text())
         write_outputs(res, out, chart, args.update_docs)

@@ -111,3 +111,10 @@ def test_from_json_remakes_tables_with_a_peer(quick_run, tmp_path):
     out = tmp_path / "again"
     assert bench_run.main(["--from-json", str(saved), "--out", str(out), "--pareto", str(tmp_path / "p.png")]) == 0
     assert "fer-tflite-int8" in (out / "results.md").read_text()
+    docs_chart = Path(bench_run.ROOT) / "docs" / "images" / "pareto.png"
+    before = docs_chart.stat().st_mtime_ns if docs_chart.exists() else None
+    elsewhere = tmp_path / "elsewhere"
+    assert bench_run.main(["--from-json", str(saved), "--out", str(elsewhere)]) == 0
+    assert (elsewhere / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", "the chart follows --out"
+    after = docs_chart.stat().st_mtime_ns if docs_chart.exists() else None
+    assert after == before, "a run with its own --out leaves the docs' chart alone"
