@@ -66,39 +66,30 @@ def export_onnx(model: Any, meta: dict[str, Any], path: Path) -> Path:
 
 def calibration_faces(n: int) -> np.ndarray:
     """``n`` seeded Training faces (equalized, normalised) for static quantisation; random if absent."""
+    from fervid.export import calibration_faces as fer_calibration
     from fervid.preprocess import normalize
 
     try:
-        from fervid.data import load_faces
-
-        faces = load_faces(FER_DATA, "Training").images
-        idx = np.random.default_rng(0).permutation(len(faces))[:n]
-        return normalize(faces[idx])
+        return fer_calibration(FER_DATA, "Training", n)
     except Exception as e:  # no dataset: random faces still give a runnable (if worse) model
         log(f"calibration: FER Training faces unavailable ({e}); using random faces")
         return normalize(np.random.default_rng(0).integers(0, 256, (n, 48, 48), dtype=np.uint8))
 
 
 def quantize(src: Path, dst: Path, calib: np.ndarray, dynamic: bool = False) -> Path:
-    """An int8 copy of ``src`` with fervid's metadata carried over."""
+    """An int8 copy of ``src`` with fervid's metadata: static as ``fervid export --int8`` makes it,
+    or dynamic (kept only to time the alternative that was rejected)."""
+    from fervid.export import quantize_int8
+
+    if not dynamic:
+        dst.write_bytes(quantize_int8(src.read_bytes(), calib))
+        return dst
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
-                                          quantize_dynamic, quantize_static)
+    from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 
     pre = dst.with_name(dst.stem + "-pre.onnx")
     quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-    if dynamic:
-        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8)
-    else:
-        class Reader(CalibrationDataReader):
-            def __init__(self) -> None:
-                self.batches = [calib[i:i + 64] for i in range(0, len(calib), 64)]
-
-            def get_next(self):
-                return {"input": self.batches.pop()} if self.batches else None
-
-        quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8)
     model = onnx.load(str(dst))
     del model.metadata_props[:]
     for prop in onnx.load(str(src)).metadata_props:

@@ -100,3 +100,53 @@ def test_fp16_weights_halve_the_file_and_keep_fp32_answers(tiny_model, tiny_onnx
     assert half.dtype == np.float32 and half.shape == full.shape
     assert (half.argmax(1) == full.argmax(1)).mean() > 0.9
     assert np.abs(half - full).max() < 0.05
+
+
+SHIPPED = ROOT / "fervid" / "assets" / "model.safetensors"
+TEST_FER = ROOT / "tests" / "data" / "fer"
+
+
+def test_int8_export_of_the_shipped_model_keeps_its_answers(tmp_path, fer_faces):
+    """--int8 quantises (int8 weights and QDQ nodes in the graph, a file under half the fp32
+    size) and the recognizer reading it gives the fp32 model's top answer on held-out faces."""
+    from fervid.export import calibration_faces
+    from fervid.recognize import Recognizer
+
+    calib = calibration_faces(TEST_FER, "train", 512)
+    assert calib.shape == (28, 1, 48, 48) and calib.dtype == np.float32
+    out = tmp_path / "int8.onnx"
+    info = export_model(SHIPPED, out, int8_calib=calib)
+    assert info["onnx"]["weights"] == "int8" and info["int8_agreement"] >= 0.9
+    assert info["onnx"]["quantization"]["calibration_faces"] == 28
+    proto = onnx.load(str(out))
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    assert any(i.data_type == onnx.TensorProto.INT8 for i in proto.graph.initializer)
+    fp32 = tmp_path / "fp32.onnx"
+    export_model(SHIPPED, fp32)
+    assert out.stat().st_size < 0.5 * fp32.stat().st_size
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["onnx"]["weights"] == "int8" and sidecar["classes"] == info["classes"]
+    faces = equalize_batch(fer_faces[0])  # the test split: not among the calibration faces
+    p8 = Recognizer(out, detect=False, threads=1).probabilities(faces)
+    p32 = Recognizer(fp32, detect=False, threads=1).probabilities(faces)
+    assert p8.shape == p32.shape == (len(faces), 7)
+    assert (p8.argmax(1) == p32.argmax(1)).mean() >= 0.9
+    assert np.abs(p8 - p32).max() < 0.2
+
+
+def test_int8_cli(tmp_path, capsys):
+    out = tmp_path / "q.onnx"
+    cases = [(["--int8"], "--calib"), (["--calib", str(TEST_FER)], "--int8"),
+             (["--int8", "--fp16-weights", "--calib", str(TEST_FER), "--calib-split", "train"], "not both"),
+             (["--int8", "--calib", str(tmp_path / "nowhere")], "nowhere")]
+    for flags, says in cases:
+        assert main(["export", str(SHIPPED), "-o", str(out), *flags]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], (flags, err)
+        assert not out.exists()
+    assert main(["export", str(SHIPPED), "-o", str(out), "--int8", "--calib", str(TEST_FER),
+                 "--calib-split", "train", "--calib-faces", "16"]) == 0
+    said = capsys.readouterr().out
+    assert "int8 gives fp32's top answer on" in said and "of 16 calibration faces" in said
+    assert json.loads(out.with_suffix(".json").read_text())["onnx"]["quantization"]["calibration_faces"] == 16
