@@ -225,7 +225,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         if missing or not isinstance(saved["config"], dict):
             raise ModelFileError(f"{state_path}: incomplete training checkpoint (no {', '.join(missing) or 'config'})")
         try:
-            cfg = TrainConfig.from_dict({**saved["config"], "out": str(out)})  # the folder may have moved
+            settings = {"threads": cfg.threads} if cfg.threads else {}  # speed only: see cli.train
+            cfg = TrainConfig.from_dict({**saved["config"], "out": str(out), **settings})  # the folder may have moved
         except BadInputError as e:
             raise ModelFileError(f"{state_path}: saved config cannot be used: {e}") from None
         start_epoch, best_acc, best_epoch = saved["epoch"] + 1, saved["best_acc"], saved["best_epoch"]

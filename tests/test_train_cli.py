@@ -93,6 +93,8 @@ def test_cli_refusals(tmp_path, capsys):
     assert code == 2 and "already holds a run" in err and err.count("\n") == 1
     code, _, err = cli(["train", "--resume", str(run), "--epochs", "5", "--aug-flip", "0"], capsys)
     assert code == 2 and "cannot take --aug-flip, --epochs" in err
+    code, _, err = cli(["train", "--resume", str(run), "--threads", "2", "--lr", "0.1"], capsys)
+    assert code == 2 and "cannot take --lr" in err and "--threads" not in err
     code, _, err = cli(["train", *TINY, "--optimizer", "lion", "--out", str(tmp_path / "r2")], capsys)
     assert code == 2 and "unknown optimizer 'lion'" in err
 
@@ -192,3 +194,20 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
 
     assert no_time(_lines(killed / "metrics.jsonl")) == no_time(_lines(straight / "metrics.jsonl"))
     assert [r["epoch"] for r in _lines(killed / "metrics.jsonl")] == [1, 2, 3, 4]
+
+
+def test_resume_may_change_threads_and_nothing_else(tmp_path, capsys):
+    """--threads is a speed setting: a resumed run takes it (and saves it), keeping every other
+    field of its saved config."""
+    run = tmp_path / "run"
+    code, _, _ = cli(["train", *TINY, "--epochs", "1", "--threads", "1", "--out", str(run)], capsys)
+    assert code == 0
+    state = ckpt.load_training_state(run / "last.pt")
+    state["config"]["epochs"] = 2  # as if the run had been killed after epoch 1 of 2
+    ckpt.save_training_state(run / "last.pt", state)
+    code, out, _ = cli(["train", "--resume", str(run), "--threads", "2", "--no-progress"], capsys)
+    assert code == 0 and "resuming after epoch 1" in out and "epoch 2/2" in out
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["threads"] == 2 and saved["epochs"] == 2
+    assert {k: v for k, v in saved.items() if k != "threads"} == \
+        {k: v for k, v in state["config"].items() if k != "threads"}

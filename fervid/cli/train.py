@@ -136,6 +136,13 @@ def _write_curves(run_dir: Path) -> None:
         print(f"curves: {run_dir / 'curves.png'}")
 
 
+#: Flags a resumed run may change: they set how fast it runs, not what it learns (a run moved
+#: to a machine with more cores, or given the cores a finished neighbour freed). A different
+#: thread count can change float sums in their last bits, so bitwise equality with an
+#: uninterrupted run holds only at the same count.
+RESUME_SETTINGS = ("--threads",)
+
+
 def run(args: argparse.Namespace) -> int:
     import os
 
@@ -149,11 +156,11 @@ def run(args: argparse.Namespace) -> int:
         raise FervidError("training needs PyTorch: pip install torch==2.13.0 && pip install -e '.[train]'") from None
 
     if args.resume:
-        given = given_config_flags(args)
+        given = [f for f in given_config_flags(args) if f not in RESUME_SETTINGS]
         if given:
             raise BadInputError(f"--resume continues {args.resume} with its saved config; "
                                 f"it cannot take {', '.join(given)}")
-        cfg = TrainConfig(out=args.resume)
+        cfg = TrainConfig(out=args.resume, threads=args.threads or 0)
     else:
         cfg = config_from_args(args)
     summary = train(cfg, resume=bool(args.resume), progress=not args.no_progress)
