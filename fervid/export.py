@@ -109,12 +109,18 @@ def weights_to_fp16(data: bytes) -> bytes:
 def check_parity(model, data: bytes, faces: np.ndarray | None = None) -> float:
     """Largest absolute softmax difference between PyTorch and ONNX Runtime on ``faces``
     (normalised ``[N, 1, 48, 48]``; a fixed pseudo-random batch when None)."""
-    torch = _torch()
-    import onnxruntime as ort
-
     if faces is None:
         rng = np.random.default_rng(0)
         faces = rng.standard_normal((8, 1, FACE_SIZE, FACE_SIZE)).astype(np.float32)
+    p_torch, p_onnx = _probabilities(model, data, faces)
+    return float(np.abs(p_torch - p_onnx).max())
+
+
+def _probabilities(model, data: bytes, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax of the PyTorch model (fp32, eval) and of the ONNX graph ``data`` on the same faces."""
+    torch = _torch()
+    import onnxruntime as ort
+
     faces = np.ascontiguousarray(faces, dtype=np.float32)
     with torch.no_grad():
         p_torch = torch.softmax(model.float().eval()(torch.from_numpy(faces)), -1).numpy()
@@ -123,8 +129,7 @@ def check_parity(model, data: bytes, faces: np.ndarray | None = None) -> float:
     sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
     logits = sess.run([OUTPUT_NAME], {INPUT_NAME: faces})[0]
     e = np.exp(logits - logits.max(1, keepdims=True))
-    p_onnx = e / e.sum(1, keepdims=True)
-    return float(np.abs(p_torch - p_onnx).max())
+    return p_torch, e / e.sum(1, keepdims=True)
 
 
 def export_in_memory(source: str | os.PathLike) -> tuple[bytes, dict[str, Any]]:
@@ -194,18 +199,7 @@ def int8_agreement(model, data: bytes, faces: np.ndarray) -> tuple[float, float]
     """(top-1 agreement, largest probability difference) of an int8 graph with its fp32
     PyTorch model on normalised ``faces``: quantisation moves probabilities by design, so the
     check that matters is how often the answer changes."""
-    torch = _torch()
-    import onnxruntime as ort
-
-    faces = np.ascontiguousarray(faces, dtype=np.float32)
-    with torch.no_grad():
-        p_torch = torch.softmax(model.float().eval()(torch.from_numpy(faces)), -1).numpy()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-    logits = sess.run([OUTPUT_NAME], {INPUT_NAME: faces})[0]
-    e = np.exp(logits - logits.max(1, keepdims=True))
-    p_onnx = e / e.sum(1, keepdims=True)
+    p_torch, p_onnx = _probabilities(model, data, faces)
     return float((p_onnx.argmax(1) == p_torch.argmax(1)).mean()), float(np.abs(p_torch - p_onnx).max())
 
 
