@@ -6,6 +6,7 @@ shipped weights, their preprocessing and their class order still belong together
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,14 @@ def test_shipped_onnx_matches_shipped_safetensors(faces):
     with torch.no_grad():
         ref = torch.softmax(model(torch.from_numpy(normalize(faces.images))), 1).numpy()
     got = rec.probabilities(faces.images)
-    assert np.abs(ref - got).max() < 1e-4
+    weights = json.loads((ASSETS / "model.json").read_text())["onnx"]["weights"]
+    if weights == "int8":
+        # Quantisation moves probabilities by design; what must hold is the answer.
+        agree = float((ref.argmax(1) == got.argmax(1)).mean())
+        assert agree >= 0.9, f"int8 ONNX gives PyTorch's answer on only {agree:.0%} of the faces"
+        assert np.abs(ref - got).mean() < 0.02
+    else:
+        assert np.abs(ref - got).max() < 1e-4
 
 
 def test_shipped_model_finds_and_labels_the_sample_photo():
