@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer-python", default=str(DEFAULT_PEER) if DEFAULT_PEER.is_file() else "",
                     help=f"Python with fer and TensorFlow (default: {DEFAULT_PEER} if present; '' skips the peer)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads per runtime (default: cores)")
-    ap.add_argument("--archs", help="comma list of architectures (default: all; --quick: vgg_tiny,vgg_s)")
+    ap.add_argument("--archs", help="comma list of architectures (default: all; --quick: vgg_tiny and the shipped one)")
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
     ap.add_argument("--update-docs", action="store_true", help="rewrite the generated block of docs/benchmarks.md")
     ap.add_argument("--from-json", help="re-make the tables and the chart from this results.json; measure nothing")
@@ -232,8 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(args.threads)  # resizing, warping, encoding: the same threads as the runtimes
     from fervid.models import list_models
 
-    archs = [a.strip() for a in args.archs.split(",")] if args.archs else (
-        ["vgg_tiny", "vgg_s"] if args.quick else list_models())
+    if args.archs:
+        archs = [a.strip() for a in args.archs.split(",")]
+    elif args.quick:  # the smallest architecture and the shipped one, which alone has trained weights
+        from classifier import shipped_arch
+
+        archs = list(dict.fromkeys(["vgg_tiny", shipped_arch() or "vgg_s"]))
+    else:
+        archs = list_models()
     t0 = time.perf_counter()
     argv_shown = ["python", "bench/run.py"] + (sys.argv[1:] if argv is None else list(argv))
     res: dict[str, Any] = {"command": " ".join(shlex.quote(a) for a in argv_shown), "quick": args.quick,

@@ -16,6 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 SHARED = ROOT.parent / "shared"
+# The shipped model's architecture: the benchmark times it with trained weights (and scores it).
+SHIPPED_ARCH = json.loads((ROOT / "fervid" / "assets" / "model.json").read_text())["arch"]
 
 pytest.importorskip("torch")
 pytest.importorskip("onnx")
@@ -25,7 +27,7 @@ pytest.importorskip("onnx")
 def quick_run(tmp_path_factory) -> tuple[Path, dict, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("bench")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, str(BENCH / "run.py"), "--quick", "--threads", "1", "--archs", "vgg_s",
+    cmd = [sys.executable, str(BENCH / "run.py"), "--quick", "--threads", "1", "--archs", SHIPPED_ARCH,
            "--out", str(out), "--pareto", str(out / "pareto.png"), "--peer-python", str(out / "no-such-python")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -39,7 +41,7 @@ def test_quick_run_writes_complete_results(quick_run):
     assert {(r["format"], r["batch"]) for r in rows} == {
         (f, b) for f in ("torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8") for b in (1, 8, 32, 256)}
     for r in rows:
-        assert r["faces_per_s"] > 0 and r["mflops"] > 100  # vgg_s: 193.6 MFLOPs per face
+        assert r["faces_per_s"] > 0 and r["mflops"] > 100  # vgg_s 193.6 MFLOPs per face, vgg_m 530.2
         assert r["gflops"] == pytest.approx(r["faces_per_s"] * r["mflops"] / 1000, rel=0.01, abs=0.1)
     pipe = res["pipeline"]
     assert pipe["predict"]["images"] == 8 and 0 <= pipe["predict"]["recall"] <= 1
@@ -47,7 +49,7 @@ def test_quick_run_writes_complete_results(quick_run):
     assert set(pipe["video"]["ms_per_frame"]) >= {"decode", "detect", "align", "classify", "draw", "encode"}
     assert [r["detect_size"] for r in pipe["detect_sizes"]] == [640, 320]
     assert {(r["arch"], r["precision"], r["layout"]) for r in res["training"]["rows"]} == {
-        ("vgg_s", p, lay) for p in ("fp32", "bf16") for lay in ("nchw", "nhwc")}
+        (SHIPPED_ARCH, p, lay) for p in ("fp32", "bf16") for lay in ("nchw", "nhwc")}
     assert all(r["seconds_per_epoch"] == pytest.approx(28709 / r["images_per_s"], rel=0.01)
                for r in res["training"]["rows"])
     assert any(t["target"].startswith("video") for t in res["targets"])
@@ -67,7 +69,7 @@ def test_tables_and_chart(quick_run):
     for heading in ("### Classifier: faces per second", "### predict", "### video", "### Training", "### Targets"):
         assert heading in md
     header = next(line for line in md.splitlines() if line.startswith("| model | weights |"))
-    table = [line for line in md.splitlines() if line.startswith("| vgg_s | trained |")]
+    table = [line for line in md.splitlines() if line.startswith(f"| {SHIPPED_ARCH} | trained |")]
     assert len(table) == 4 and all(line.count("|") == header.count("|") for line in table)
     summary = (out / "summary.md").read_text()
     assert 5 <= len(summary.strip().splitlines()) <= 15 and res["command"] in summary
@@ -99,7 +101,7 @@ def test_from_json_remakes_tables_with_a_peer(quick_run, tmp_path):
     ratios = bench_run.ratios(fake)
     fervid_b32 = next(r["faces_per_s"] for r in res["classifier"]["rows"]
                       if r["format"] == "onnx-fp32" and r["batch"] == 32)
-    assert ratios["classifier vgg_s onnx-fp32 / fer-tflite-int8, batch 32"] == pytest.approx(fervid_b32 / 3200, abs=0.01)
+    assert ratios[f"classifier {SHIPPED_ARCH} onnx-fp32 / fer-tflite-int8, batch 32"] == pytest.approx(fervid_b32 / 3200, abs=0.01)
     assert ratios["video fps"] == pytest.approx(res["pipeline"]["video"]["fps"] / 2.0, abs=0.01)
     met = [t for t in targets(fake) if t["target"].startswith("classifier")]
     assert len(met) == 1 and met[0]["met"] == (max(
