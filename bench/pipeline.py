@@ -15,6 +15,7 @@ from typing import Any
 
 import cv2
 
+from classifier import shipped_arch
 from common import SHIPPED_ONNX, log, rate
 from scenes import recall
 
@@ -179,11 +180,12 @@ def run(folder: Path, clip: Path, tmp: Path, threads: int, passes: int, sizes: l
     if old is not None:
         variants.append(("OpenCV's YuNet at 640 (before)", {"detector": old}))
     variants.append((f"`--detect-size {small}`", {"detect_size": small}))
-    # The shipped model in int8, made by the classifier section when it ran; pointless when the
-    # shipped ONNX file is int8 already (the rows above are then int8).
-    meta = json.loads(SHIPPED_ONNX.with_suffix(".json").read_text())
-    int8 = tmp / f"{meta['arch']}-int8.onnx"
-    if int8.is_file() and meta.get("onnx", {}).get("weights") != "int8":
+    # The shipped model in int8, under the name the classifier section gives it when it ran;
+    # pointless when the shipped ONNX file is int8 already (the rows above are then int8).
+    int8 = tmp / f"{shipped_arch()}-int8.onnx"
+    sidecar = SHIPPED_ONNX.with_suffix(".json")
+    shipped_int8 = sidecar.is_file() and json.loads(sidecar.read_text()).get("onnx", {}).get("weights") == "int8"
+    if int8.is_file() and not shipped_int8:
         variants.append((f"int8 model, `--detect-size {small}`", {"detect_size": small, "model": str(int8)}))
     result["video_variants"] = []
     for label, kw in variants:
