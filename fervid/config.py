@@ -50,6 +50,7 @@ class TrainConfig:
     mixup: float = 0.0  # Beta(alpha, alpha); 0 = off
     cutmix: float = 0.0  # Beta(alpha, alpha) of the kept area; 0 = off (with mixup too: half the batches each)
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
+    swa_start: int = 0  # from this epoch on, validate and save the equal average of each epoch's weights (SWA); 0 = off
     teacher: str = ""  # distil from these fervid models (comma-separated: their averaged softmax); "" = off
     distill_alpha: float = 0.5  # weight of the distillation loss against the hard-label loss
     distill_temp: float = 4.0  # softmax temperature of teacher and student in the distillation loss
@@ -93,6 +94,7 @@ class TrainConfig:
                   ("warmup_epochs", self.warmup_epochs >= 0), ("mixup", self.mixup >= 0),
                   ("cutmix", self.cutmix >= 0),
                   ("label_smoothing", 0 <= self.label_smoothing < 1), ("ema", 0 <= self.ema < 1),
+                  ("swa_start", 0 <= self.swa_start <= self.epochs),
                   ("dropout", self.dropout == -1 or 0 <= self.dropout < 1),
                   ("distill_alpha", 0 <= self.distill_alpha <= 1), ("distill_temp", self.distill_temp > 0),
                   ("aug_flip", 0 <= a.flip <= 1), ("aug_erase", 0 <= a.erase <= 1),

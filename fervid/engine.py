@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoint as ckpt
+from .averaging import make_ema, make_swa, refresh_bn
 from .augment import AugmentConfig, augment, mix_batch  # noqa: F401  (AugmentConfig: re-exported)
 from .config import TrainConfig
 from .data import ClassSet, FaceSet, load_faces
@@ -123,26 +124,6 @@ class TrainingDivergedError(FervidError, FloatingPointError):
     """The loss became NaN or infinite: a user-fixable setting (usually the learning rate)."""
 
 
-def _ema_with_warmup(decay: float):
-    """EMA update whose decay ramps up as ``min(decay, (1 + n) / (10 + n))``.
-
-    A fixed 0.999 keeps ~40% of the random initial weights after 900 steps, so the
-    averaged model (the one validated and saved) lags for many epochs; the ramp
-    (as in timm's ModelEmaV3) lets it follow early training and smooth late training.
-    """
-    @torch.no_grad()
-    def update(ema_params, params, num_averaged):
-        n = float(num_averaged)
-        d = min(decay, (1.0 + n) / (10.0 + n))
-        if torch.is_floating_point(ema_params[0]):
-            torch._foreach_lerp_(ema_params, params, 1.0 - d)
-        else:  # integer buffers (BatchNorm's batch counter) just follow the model
-            for e, p in zip(ema_params, params):
-                e.copy_(p)
-
-    return update
-
-
 def _dist_info() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return int(os.environ.get("RANK", "0")), world
@@ -154,7 +135,7 @@ def _log(msg: str, rank: int) -> None:
 
 
 RUN_FILES = ("last.pt", "best.safetensors", "metrics.jsonl")
-#: What a resumable last.pt must hold (``ema`` and ``history`` may be absent or None).
+#: What a resumable last.pt must hold (``ema``, ``swa`` and ``history`` may be absent or None).
 RESUME_KEYS = ("config", "epoch", "best_acc", "best_epoch", "stale", "step", "model", "optimizer")
 
 
@@ -298,17 +279,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     else:
         opt = torch.optim.AdamW(groups, lr=cfg.lr)
-    ema = None
-    if cfg.ema > 0:
-        from torch.optim.swa_utils import AveragedModel
-
-        ema = AveragedModel(model, multi_avg_fn=_ema_with_warmup(cfg.ema), use_buffers=True)
+    ema = make_ema(model, cfg.ema) if cfg.ema > 0 else None
+    swa = make_swa(model) if cfg.swa_start else None
     if saved is not None:
         try:
             model.load_state_dict(saved["model"])
             opt.load_state_dict(saved["optimizer"])
             if ema is not None:
                 ema.load_state_dict(saved["ema"])
+            if swa is not None:
+                swa.load_state_dict(saved["swa"])
         except (RuntimeError, ValueError, KeyError, TypeError, AttributeError):
             raise ModelFileError(f"{state_path}: saved state does not fit the {cfg.model} model and optimizer "
                                  "of its config (damaged, or from another run)") from None
@@ -403,7 +383,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             totals = torch.tensor([loss_sum, float(correct), float(seen)], dtype=torch.float64)
             dist.all_reduce(totals)
             loss_sum, correct, seen = float(totals[0]), int(totals[1]), int(totals[2])
-        eval_model = ema.module if ema is not None else model
+        if swa is not None and epoch + 1 >= cfg.swa_start:  # one equal-weight sample per epoch
+            swa.update_parameters(model)
+            # Seeded from (seed, epoch) alone, as on every rank: the statistics agree across ranks.
+            refresh_bn(swa, images, cfg.augment, torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 2_000_003),
+                       to_input, device, dtype)
+        eval_model = (swa.module if swa is not None and epoch + 1 >= cfg.swa_start
+                      else ema.module if ema is not None else model)
         val_loss, val_acc = _evaluate(eval_model, val_set, device, dtype, rank, world)
         improved = val_acc > best_acc
         if improved:
@@ -426,7 +412,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             ckpt.save_training_state(state_path, {
                 "config": cfg.to_dict(), "epoch": epoch, "best_acc": best_acc, "best_epoch": best_epoch,
                 "stale": stale, "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None, "history": history})
+                "ema": ema.state_dict() if ema is not None else None,
+                "swa": swa.state_dict() if swa is not None else None, "history": history})
             with open(out / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(metrics) + "\n")
             _log(f"epoch {epoch + 1}/{cfg.epochs}: loss {metrics['train_loss']:.3f} train acc {metrics['train_acc']:.4f} "

@@ -220,6 +220,7 @@ def test_refusals(tmp_path, sets):
                        (dict(class_weighting="focal"), "unknown class weighting"),
                        (dict(precision="fp16"), "unknown precision"),
                        (dict(epochs=0), "epochs 0 is out of range"), (dict(ema=1.0), "ema 1.0 is out of range"),
+                       (dict(epochs=2, swa_start=3), "swa-start 3 is out of range"),
                        (dict(model="vgg_xxl"), "unknown model"), (dict(device="tpu"), "unknown device")]:
         with pytest.raises(BadInputError, match=match):
             run(tmp_path / "bad", sets, **bad)
@@ -276,9 +277,9 @@ def test_pick_device():
 
 def test_ema_decay_warms_up_then_caps():
     """Early EMA updates follow the model closely; later ones use the configured decay."""
-    from fervid.engine import _ema_with_warmup
+    from fervid.averaging import ema_with_warmup
 
-    update = _ema_with_warmup(0.9)
+    update = ema_with_warmup(0.9)
     ema, cur = [torch.zeros(3)], [torch.ones(3)]
     update(ema, cur, torch.tensor(1))  # decay min(0.9, 2/11) = 0.1818...
     assert torch.allclose(ema[0], torch.full((3,), 1 - 2 / 11))
