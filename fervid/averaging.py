@@ -17,8 +17,6 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, update_bn
 
-from .augment import augment
-from .config import AugmentConfig
 
 #: Training faces whose activations re-measure the BatchNorm statistics of the SWA weights.
 #: The running means settle within a few thousand faces; a whole pass would add a third of an
@@ -56,18 +54,18 @@ def make_swa(model: nn.Module) -> AveragedModel:
     return AveragedModel(model)
 
 
-def refresh_bn(swa: AveragedModel, images: torch.Tensor, aug: AugmentConfig, g: torch.Generator,
-               to_input, device: torch.device, dtype: torch.dtype | None, batch_size: int = 256) -> None:
+def refresh_bn(swa: AveragedModel, images: torch.Tensor, g: torch.Generator, to_input,
+               device: torch.device, dtype: torch.dtype | None, batch_size: int = 256) -> None:
     """Re-measure the BatchNorm statistics of the averaged weights on ``BN_FACES`` training faces.
 
-    The faces are drawn and augmented (no mixing) from ``g`` as in training, so the statistics
-    describe the inputs the weights were fitted to, and a resumed run measures the same ones.
-    ``to_input`` turns uint8 faces into the normalised batch the model takes.
+    The faces go in unaugmented, as faces do at test time: on vgg_m's first SWA run (8 epochs
+    averaged) statistics of unaugmented faces scored 69.18% on PublicTest against 68.65% for
+    the same weights with statistics of augmented faces. ``g`` draws the faces, so a resumed run
+    measures the same ones; ``to_input`` turns uint8 faces into the normalised model input.
     """
     n = min(BN_FACES, len(images))
     pick = torch.randperm(len(images), generator=g)[:n]
-    cpu = torch.device("cpu")
-    batches = (augment(to_input(images[pick[i:i + batch_size]], cpu), aug, g)
-               .to(device).contiguous(memory_format=torch.channels_last) for i in range(0, n, batch_size))
+    batches = (to_input(images[pick[i:i + batch_size]], device).contiguous(memory_format=torch.channels_last)
+               for i in range(0, n, batch_size))
     with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         update_bn(batches, swa.module)

@@ -386,7 +386,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         if swa is not None and epoch + 1 >= cfg.swa_start:  # one equal-weight sample per epoch
             swa.update_parameters(model)
             # Seeded from (seed, epoch) alone, as on every rank: the statistics agree across ranks.
-            refresh_bn(swa, images, cfg.augment, torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 2_000_003),
+            refresh_bn(swa, images, torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 2_000_003),
                        to_input, device, dtype)
         eval_model = (swa.module if swa is not None and epoch + 1 >= cfg.swa_start
                       else ema.module if ema is not None else model)

@@ -11,7 +11,6 @@ from safetensors.torch import load_file  # noqa: E402
 
 from fervid import checkpoint as ckpt  # noqa: E402
 from fervid.averaging import BN_FACES, make_swa, refresh_bn  # noqa: E402
-from fervid.config import AugmentConfig  # noqa: E402
 from fervid.data import load_faces  # noqa: E402
 from fervid.engine import TrainConfig, predict_logits, to_input, train  # noqa: E402
 from fervid.models import create_model  # noqa: E402
@@ -89,11 +88,10 @@ def test_refresh_bn_measures_statistics_of_training_faces(sets):
     torch.manual_seed(0)
     swa = make_swa(create_model("vgg_tiny", num_classes=7))
     images = torch.from_numpy(sets[0].images)
-    no_aug = AugmentConfig(flip=0, rotate=0, shift=0, scale=0, erase=0)
-    refresh_bn(swa, images, no_aug, torch.Generator().manual_seed(0), to_input, torch.device("cpu"), None)
+    refresh_bn(swa, images, torch.Generator().manual_seed(0), to_input, torch.device("cpu"), None)
     first_bn = next(m for m in swa.module.modules() if isinstance(m, torch.nn.BatchNorm2d))
-    # With the faces unaugmented, the first BatchNorm's mean is that of the first conv's outputs
-    # over all of them (fewer than BN_FACES here), whatever order they came in.
+    # The faces go in unaugmented, so the first BatchNorm's mean is that of the first conv's
+    # outputs over all of them (fewer than BN_FACES here), whatever order they came in.
     assert len(images) < BN_FACES
     conv = next(m for m in swa.module.modules() if isinstance(m, torch.nn.Conv2d))
     with torch.no_grad():
