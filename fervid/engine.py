@@ -383,13 +383,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             totals = torch.tensor([loss_sum, float(correct), float(seen)], dtype=torch.float64)
             dist.all_reduce(totals)
             loss_sum, correct, seen = float(totals[0]), int(totals[1]), int(totals[2])
-        if swa is not None and epoch + 1 >= cfg.swa_start:  # one equal-weight sample per epoch
+        swa_on = swa is not None and epoch + 1 >= cfg.swa_start
+        if swa_on:  # one equal-weight sample per epoch
             swa.update_parameters(model)
             # Seeded from (seed, epoch) alone, as on every rank: the statistics agree across ranks.
             refresh_bn(swa, images, torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 2_000_003),
                        to_input, device, dtype)
-        eval_model = (swa.module if swa is not None and epoch + 1 >= cfg.swa_start
-                      else ema.module if ema is not None else model)
+        eval_model = swa.module if swa_on else ema.module if ema is not None else model
         val_loss, val_acc = _evaluate(eval_model, val_set, device, dtype, rank, world)
         improved = val_acc > best_acc
         if improved:
