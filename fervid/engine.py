@@ -124,6 +124,18 @@ class TrainingDivergedError(FervidError, FloatingPointError):
     """The loss became NaN or infinite: a user-fixable setting (usually the learning rate)."""
 
 
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The run's optimizer; weight decay skips biases and norm scales (1-d parameters), which
+    it would only pull towards zero without regularising anything."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
 def _dist_info() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return int(os.environ.get("RANK", "0")), world
@@ -271,14 +283,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     model = model.to(device, memory_format=torch.channels_last)
     teachers = load_teachers(cfg.teacher, classes, device) if cfg.teacher else []
     n_params, mflops = count_params(model), count_flops(model) / 1e6
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (decay if p.ndim > 1 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    else:
-        opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    opt = make_optimizer(model, cfg)
     ema = make_ema(model, cfg.ema) if cfg.ema > 0 else None
     swa = make_swa(model) if cfg.swa_start else None
     if saved is not None:
@@ -317,7 +322,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
          f"classes {class_set.describe()}", rank)
     _log("config: " + json.dumps(cfg.to_dict()), rank)
     if saved is not None:
-        _log(f"resuming after epoch {start_epoch} (best {best_acc:.4f} @ {best_epoch + 1})", rank)
+        best = f"best {best_acc:.4f} @ {best_epoch + 1}" if best_epoch >= 0 else "best-model selection starts again"
+        _log(f"resuming after epoch {start_epoch} ({best})", rank)
 
     stopped = bool(cfg.patience and stale >= cfg.patience)  # a resumed run that had already stopped early
     cpu = torch.device("cpu")

@@ -12,7 +12,7 @@ import sys
 
 # Order here is the order of ``fervid --help``.
 COMMANDS = ["predict", "video", "webcam", "serve", "train", "evaluate", "cv", "tune", "visualize", "plot",
-            "export", "bench", "models"]
+            "export", "carry", "bench", "models"]
 
 
 def build_parser() -> argparse.ArgumentParser:
