@@ -40,13 +40,15 @@ FORMAT_VERSION = 1
 _CARRIED = ("config", "epoch", "step", "history")
 
 
-def pack(run_dir: str | os.PathLike, dest: str | os.PathLike) -> dict[str, Any]:
+def pack(run_dir: str | os.PathLike, dest: str | os.PathLike, overwrite: bool = False) -> dict[str, Any]:
     """Write ``run_dir``'s last checkpoint as a small resume file; returns what it holds."""
     from safetensors.torch import save_file
 
     from . import checkpoint as ckpt
 
-    state_path = Path(run_dir) / "last.pt"
+    state_path, dest = Path(run_dir) / "last.pt", Path(dest)
+    if dest.exists() and not overwrite:
+        raise BadInputError(f"{dest}: already exists (use --overwrite to replace it)")
     if not state_path.exists():
         raise BadInputError(f"{run_dir}: nothing to pack (no last.pt)")
     state = ckpt.load_training_state(state_path)
@@ -57,9 +59,8 @@ def pack(run_dir: str | os.PathLike, dest: str | os.PathLike) -> dict[str, Any]:
                             f"and only last.pt carries it)")
     tensors = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state["model"].items()}
     header = {"format": FORMAT, "version": FORMAT_VERSION, **{k: state[k] for k in _CARRIED}}
-    dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(dest, durable=True) as tmp:
+    with atomic_path(dest, overwrite=overwrite, durable=True) as tmp:
         save_file(tensors, str(tmp), metadata={FORMAT: json.dumps(header)})
     return {"epoch": state["epoch"] + 1, "epochs": state["config"].get("epochs"), "path": str(dest),
             "bytes": dest.stat().st_size}

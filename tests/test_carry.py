@@ -106,6 +106,9 @@ def test_refusals(tmp_path, sets):
 
     interrupted(tmp_path / "run", sets, after=1)
     pack(tmp_path / "run", tmp_path / "c.safetensors")
+    with pytest.raises(BadInputError, match="already exists"):  # packing again needs overwrite
+        pack(tmp_path / "run", tmp_path / "c.safetensors")
+    assert pack(tmp_path / "run", tmp_path / "c.safetensors", overwrite=True)["epoch"] == 1
     with pytest.raises(BadInputError, match="already holds a run"):
         unpack(tmp_path / "c.safetensors", tmp_path / "run")
     # Weights of another architecture under a valid header.

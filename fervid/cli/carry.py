@@ -7,7 +7,7 @@ import argparse
 def run_pack(args: argparse.Namespace) -> int:
     from ..carry import pack
 
-    info = pack(args.run, args.output)
+    info = pack(args.run, args.output, overwrite=args.overwrite)
     print(f"{info['path']}: after epoch {info['epoch']} of {info['epochs']} "
           f"({info['bytes'] / 1e6:.1f} MB); go on with: fervid carry unpack {info['path']} --out RUN_DIR")
     return 0
@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     pk = verbs.add_parser("pack", help="write RUN_DIR's last checkpoint as a small resume file")
     pk.add_argument("run", metavar="RUN_DIR", help="a fervid training run folder (holds last.pt)")
     pk.add_argument("-o", "--output", required=True, metavar="FILE", help="the resume file (.safetensors)")
+    pk.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     pk.set_defaults(func=run_pack)
     up = verbs.add_parser("unpack", help="rebuild a resumable run folder from a resume file")
     up.add_argument("file", metavar="FILE", help="a file written by 'fervid carry pack'")
