@@ -80,7 +80,9 @@ def _read(src: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         raise ModelFileError(f"{src}: not a fervid carry file (no {FORMAT} header)") from None
     except Exception:
         raise ModelFileError(f"{src}: not a fervid carry file (not a readable safetensors file)") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT or any(k not in header for k in _CARRIED):
+    if not (isinstance(header, dict) and header.get("format") == FORMAT and all(k in header for k in _CARRIED)
+            and isinstance(header["config"], dict) and isinstance(header["history"], list)
+            and all(isinstance(header[k], int) and header[k] >= 0 for k in ("epoch", "step"))):
         raise ModelFileError(f"{src}: not a fervid carry file (incomplete header)")
     if not isinstance(header.get("version"), int) or header["version"] > FORMAT_VERSION:
         raise ModelFileError(f"{src}: carry format v{header.get('version')} is not one this fervid reads")
@@ -104,8 +106,12 @@ def unpack(src: str | os.PathLike, run_dir: str | os.PathLike) -> dict[str, Any]
         cfg = TrainConfig.from_dict({**header["config"], "out": str(out)})
     except BadInputError as e:
         raise ModelFileError(f"{src}: carried config cannot be used: {e}") from None
-    n_classes = len(ClassSet.parse(cfg.classes, cfg.merge).classes)
-    model = create_model(cfg.model, num_classes=n_classes, **({"dropout": cfg.dropout} if cfg.dropout >= 0 else {}))
+    try:
+        n_classes = len(ClassSet.parse(cfg.classes, cfg.merge).classes)
+        model = create_model(cfg.model, num_classes=n_classes,
+                             **({"dropout": cfg.dropout} if cfg.dropout >= 0 else {}))
+    except (BadInputError, ValueError) as e:
+        raise ModelFileError(f"{src}: carried config cannot be used: {e}") from None
     reference = model.state_dict()
     try:
         model.load_state_dict({k: v.to(reference[k].dtype) if k in reference else v for k, v in tensors.items()})
@@ -113,7 +119,7 @@ def unpack(src: str | os.PathLike, run_dir: str | os.PathLike) -> dict[str, Any]
         raise ModelFileError(f"{src}: carried weights do not fit the {cfg.model} model of its config") from None
     ema = make_ema(model, cfg.ema) if cfg.ema > 0 else None  # starts again from the carried weights
     history = list(header["history"])
-    state = {"config": cfg.to_dict(), "epoch": int(header["epoch"]), "step": int(header["step"]),
+    state = {"config": cfg.to_dict(), "epoch": header["epoch"], "step": header["step"],
              "best_acc": -1.0, "best_epoch": -1, "stale": 0,  # best-model selection starts again
              "model": model.state_dict(), "optimizer": make_optimizer(model, cfg).state_dict(),
              "ema": ema.state_dict() if ema is not None else None, "swa": None, "history": history}

@@ -117,10 +117,13 @@ def test_refusals(tmp_path, sets):
 
     with safe_open(str(tmp_path / "c.safetensors"), framework="pt") as f:
         header = json.loads(f.metadata()["fervid-carry"])
-    header["config"]["model"] = "vgg_s"
-    save_file(tensors, str(tmp_path / "other.safetensors"), metadata={"fervid-carry": json.dumps(header)})
-    with pytest.raises(ModelFileError, match="do not fit the vgg_s model"):
-        unpack(tmp_path / "other.safetensors", tmp_path / "y")
+    for change, match in [({"config": {**header["config"], "model": "vgg_s"}}, "do not fit the vgg_s model"),
+                          ({"config": {**header["config"], "model": "no_such_net"}}, "carried config cannot be used"),
+                          ({"epoch": "two"}, "incomplete header"), ({"history": None}, "incomplete header")]:
+        meta = {"fervid-carry": json.dumps({**header, **change})}
+        save_file(tensors, str(tmp_path / "other.safetensors"), metadata=meta)
+        with pytest.raises(ModelFileError, match=match):
+            unpack(tmp_path / "other.safetensors", tmp_path / "y")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()  # nothing half-made
 
 
