@@ -18,6 +18,7 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
+import fervid
 from fervid.checkpoint import load_model, make_meta, save_model
 from fervid.cli import main
 from fervid.data import FER_CLASSES, ClassSet, load_faces
@@ -290,3 +291,12 @@ def test_onnx_export_scores_like_pytorch(run_dir, tmp_path, capsys):
     assert report["plain"]["loss"] == pytest.approx(torch_report.plain.loss, abs=1e-3)
     assert report["tta"]["loss"] == pytest.approx(torch_report.tta.loss, abs=1e-3)
     assert _last_accuracy(stdout) == pytest.approx(report["accuracy"], abs=5e-5)
+
+
+def test_default_out_dir_never_inside_the_package():
+    """Scoring the bundled model (or an ensemble led by it) must not write into the install."""
+    from fervid.cli.evaluate import default_out_dir
+
+    shipped = Path(fervid.__file__).resolve().parent / "assets" / "model.safetensors"
+    assert default_out_dir(shipped, "PublicTest") == Path("fervid-eval") / "eval-PublicTest"
+    assert default_out_dir(shipped, "PublicTest", ensemble=True) == Path("fervid-eval") / "eval-ensemble-PublicTest"

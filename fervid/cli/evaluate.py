@@ -15,12 +15,15 @@ def default_out_dir(model_path: Path, split: str, ensemble: bool = False) -> Pat
     """``<model dir>/eval-<split>`` beside the model when that folder is writable, else ``./fervid-eval/<split>``.
 
     An ensemble's report goes to ``eval-ensemble-<split>`` beside its first member, so it
-    never replaces that member's own report.
+    never replaces that member's own report. The shipped model's folder is the installed
+    package (writable in an editable install or a user's venv): reports never go there, so
+    scoring the bundled model leaves the install as it was.
     """
     tag = re.sub(r"[^A-Za-z0-9_.-]+", "+", split.strip()) or "split"
     tag = f"ensemble-{tag}" if ensemble else tag
     folder = model_path.parent
-    if os.access(folder, os.W_OK):
+    package_assets = Path(__file__).resolve().parent.parent / "assets"
+    if folder.resolve() != package_assets and os.access(folder, os.W_OK):
         return folder / f"eval-{tag}"
     return Path("fervid-eval") / f"eval-{tag}"
 
