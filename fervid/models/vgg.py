@@ -66,3 +66,10 @@ def vgg_m(num_classes: int = 7, **kw) -> nn.Module:
 def vgg_l(num_classes: int = 7, **kw) -> nn.Module:
     """VGG, widths 64-128-256-512, three convs in the later stages (Khaireddin & Chen-like)."""
     return VGG(num_classes, widths=(64, 128, 256, 512), depths=(2, 2, 3, 3), hidden=512, **kw)
+
+
+@register_model
+def vgg_d(num_classes: int = 7, **kw) -> nn.Module:
+    """VGG, widths 48-96-192-352, three convs in the last two stages: vgg_m's depth where the map is
+    small (12x12, 6x6), kept under 5M parameters by a narrower last stage and a 256-unit head."""
+    return VGG(num_classes, widths=(48, 96, 192, 352), depths=(2, 2, 3, 3), hidden=256, **kw)
