@@ -21,9 +21,10 @@ def default_out_dir(model_path: Path, split: str, ensemble: bool = False) -> Pat
     """
     tag = re.sub(r"[^A-Za-z0-9_.-]+", "+", split.strip()) or "split"
     tag = f"ensemble-{tag}" if ensemble else tag
+    from ..recognize import ASSETS
+
     folder = model_path.parent
-    package_assets = Path(__file__).resolve().parent.parent / "assets"
-    if folder.resolve() != package_assets and os.access(folder, os.W_OK):
+    if folder.resolve() != ASSETS and os.access(folder, os.W_OK):
         return folder / f"eval-{tag}"
     return Path("fervid-eval") / f"eval-{tag}"
 
