@@ -24,8 +24,8 @@ from torch import nn
 
 from .errors import BadInputError, ModelFileError
 from .preprocess import FACE_SIZE, MEAN, STD, crop_detections, crop_face, to_gray
+from .recognize import ASSETS
 
-ASSETS = Path(__file__).resolve().parent / "assets"
 #: The shipped model's PyTorch weights: Grad-CAM needs them (the shipped .onnx has no gradients).
 DEFAULT_MODEL = ASSETS / "model.safetensors"
 
