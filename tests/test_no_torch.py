@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def _run_without_torch(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     stub = tmp_path / "stub"
     (stub / "torch").mkdir(parents=True, exist_ok=True)
-    (stub / "torch" / "__init__.py").write_text("raise ImportError('torch is blocked in this test')\n")
+    # What Python raises when torch is not installed at all.
+    (stub / "torch" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(stub), str(ROOT)]), OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", "fervid", *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
@@ -42,3 +44,18 @@ def test_training_without_torch_is_a_one_line_error(tmp_path):
     assert res.returncode != 0
     assert "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "torch" in res.stderr.lower()
+
+
+def test_every_torch_command_without_torch_is_a_one_line_error(tmp_path):
+    """Commands that load a .safetensors model or a training state need torch; without it they
+    must say so in one line, even where the import sits deep in the library."""
+    model = str(ROOT / "fervid" / "assets" / "model.safetensors")
+    data = str(ROOT / "tests" / "data" / "fer")
+    for args in (["carry", "unpack", model, "--out", "run"],
+                 ["evaluate", "--model", model, "--data", data],
+                 ["export", model, "-o", "m.onnx"]):
+        res = _run_without_torch(tmp_path, *args)
+        assert res.returncode == 1, (args, res.stderr)
+        assert "Traceback" not in res.stderr, (args, res.stderr)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and "PyTorch" in lines[0] and "pip install" in lines[0], (args, lines)

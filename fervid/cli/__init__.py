@@ -34,6 +34,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Optional dependencies and the extra that brings each. Recognition needs none of them, so the
+# README's quick start installs without them; a command that does need one must then say what to
+# install, in one line, wherever in the library the import happens to sit.
+OPTIONAL_DEPENDENCIES = {
+    "torch": ("PyTorch", "pip install torch==2.13.0 && pip install -e '.[train]'"),
+    "sklearn": ("scikit-learn", "pip install -e '.[train]'"),
+    "onnx": ("the onnx package", "pip install -e '.[train]'"),
+    "optuna": ("Optuna", "pip install -e '.[tune]'"),
+    "fastapi": ("FastAPI", "pip install -e '.[serve]'"),
+    "uvicorn": ("uvicorn", "pip install -e '.[serve]'"),
+    "multipart": ("python-multipart", "pip install -e '.[serve]'"),
+    "PIL": ("Pillow", "pip install -e '.[serve]'"),
+}
+
+
+def missing_dependency_message(e: ModuleNotFoundError) -> str | None:
+    """One line naming the missing optional package and how to install it; None for anything else."""
+    top = (e.name or "").split(".")[0]
+    if top not in OPTIONAL_DEPENDENCIES:
+        return None
+    what, how = OPTIONAL_DEPENDENCIES[top]
+    return f"this command needs {what}, which is not installed: {how}"
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..errors import FervidError
 
@@ -47,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     except FervidError as e:
         print(f"fervid {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except ModuleNotFoundError as e:
+        message = missing_dependency_message(e)
+        if message is None:
+            raise  # a module fervid always needs is missing: a broken install, show it whole
+        print(f"fervid {args.command}: error: {message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"fervid {args.command}: interrupted", file=sys.stderr)
         return 130
