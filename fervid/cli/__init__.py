@@ -12,7 +12,7 @@ import sys
 
 # Order here is the order of ``fervid --help``.
 COMMANDS = ["predict", "video", "webcam", "serve", "train", "evaluate", "cv", "tune", "visualize", "plot",
-            "export", "carry", "bench", "models"]
+            "export", "carry", "models"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,13 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fervid {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as e:
-            if e.name and e.name.startswith(__name__):
-                continue  # command not built yet in this checkout
-            raise
-        mod.register(sub)
+        importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
 
