@@ -53,7 +53,10 @@ def test_every_torch_command_without_torch_is_a_one_line_error(tmp_path):
     data = str(ROOT / "tests" / "data" / "fer")
     for args in (["carry", "unpack", model, "--out", "run"],
                  ["evaluate", "--model", model, "--data", data],
-                 ["export", model, "-o", "m.onnx"]):
+                 ["export", model, "-o", "m.onnx"],
+                 ["visualize", "filters", "-o", "f.png"],
+                 ["cv", "--data", data, "--out", "cv"],
+                 ["tune", "--data", data, "--out", "tune"]):
         res = _run_without_torch(tmp_path, *args)
         assert res.returncode == 1, (args, res.stderr)
         assert "Traceback" not in res.stderr, (args, res.stderr)

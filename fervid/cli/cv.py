@@ -3,17 +3,12 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import BadInputError, FervidError
+from ..errors import BadInputError
 from .train import add_config_flags, config_from_args, given_config_flags
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        from ..crossval import format_table, run_cv
-    except ImportError as e:
-        if "torch" not in str(e) and "sklearn" not in str(e):
-            raise
-        raise FervidError("cross-validation needs PyTorch and scikit-learn: pip install -e '.[train]'") from None
+    from ..crossval import format_table, run_cv  # without torch or sklearn: one line from cli.main
     from ..config import TrainConfig
 
     if args.resume:

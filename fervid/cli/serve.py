@@ -64,15 +64,11 @@ def _check_port(host: str, port: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import BadInputError, FervidError
+    from ..errors import BadInputError
 
-    try:
-        import uvicorn
+    import uvicorn  # without the serve extra: one line from cli.main
 
-        from .. import serve
-    except ImportError as e:
-        raise FervidError(f"fervid serve needs the web extras ({e.name} is missing): "
-                          "pip install 'fervid[serve]'") from None
+    from .. import serve
     if args.workers < 1:
         raise BadInputError(f"--workers must be >= 1, got {args.workers}")
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)

@@ -147,14 +147,7 @@ RESUME_SETTINGS = ("--threads",)
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from ..errors import FervidError
-
-    try:
-        from ..engine import TrainConfig, train
-    except ImportError as e:
-        if getattr(e, "name", None) != "torch" and "torch" not in str(e):
-            raise
-        raise FervidError("training needs PyTorch: pip install torch==2.13.0 && pip install -e '.[train]'") from None
+    from ..engine import TrainConfig, train  # without torch: one line from cli.main
 
     if args.resume:
         given = [f for f in given_config_flags(args) if f not in RESUME_SETTINGS]

@@ -3,23 +3,17 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import BadInputError, FervidError
+from ..errors import BadInputError
 from .train import add_config_flags, config_from_args, given_config_flags
 
 _STUDY_FLAGS = ("space", "models", "storage", "study_name", "pruner", "prune_warmup", "sampler_seed")
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        from ..tune import TuneSettings, load_state, tune
-    except ImportError as e:
-        if not any(m in str(e) for m in ("torch", "optuna", "sqlalchemy", "sklearn")):
-            raise
-        raise FervidError("tuning needs PyTorch and Optuna: pip install -e '.[tune]'") from None
-    try:
-        import optuna  # noqa: F401
-    except ImportError:
-        raise FervidError("tuning needs Optuna: pip install -e '.[tune]'") from None
+    # Without torch, sklearn or Optuna: one line from cli.main, before any work is done.
+    import optuna  # noqa: F401
+
+    from ..tune import TuneSettings, load_state, tune
 
     if args.resume:
         given = given_config_flags(args) + [f"--{k.replace('_', '-')}" for k in _STUDY_FLAGS

@@ -12,17 +12,11 @@ from pathlib import Path
 
 
 def _load(args: argparse.Namespace):
-    """Torch, then the model: one line (not a traceback) where PyTorch is missing."""
-    from ..errors import FervidError
+    """Torch, then the model (without torch: one line from cli.main, not a traceback)."""
+    import torch
 
-    try:
-        import torch
+    from ..insight import load_insight_model
 
-        from ..insight import load_insight_model
-    except ImportError as e:
-        if getattr(e, "name", None) != "torch" and "torch" not in str(e):
-            raise
-        raise FervidError("visualize needs PyTorch: pip install torch==2.13.0 && pip install -e '.[train]'") from None
     if args.threads:
         torch.set_num_threads(args.threads)
     return load_insight_model(args.model)
