@@ -19,8 +19,13 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
     return torch.rand(n, generator=g) * (hi - lo) + lo
 
 
-def augment(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
-    """Augment a normalised batch ``[N, 1, H, W]`` (fresh tensor; input untouched)."""
+def augment(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator,
+            flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Augment a normalised batch ``[N, 1, H, W]`` (fresh tensor; input untouched).
+
+    ``flip`` (bool ``[N]``) decides the mirror images instead of a draw: alternating flips
+    (:func:`alternate_flips`) show each face both ways in every two epochs, where random
+    draws leave some faces seen one way for several epochs running."""
     n, _, h, w = x.shape
     # Affine part: rotation, isotropic scale, translation and the zoom of a random crop,
     # composed into one matrix so the face is resampled once.
@@ -33,7 +38,8 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Te
         zoom = zoom / side
         tx = tx + _uniform(n, -1.0, 1.0, g) * (1.0 - side)
         ty = ty + _uniform(n, -1.0, 1.0, g) * (1.0 - side)
-    flip = torch.rand(n, generator=g) < cfg.flip
+    drawn = torch.rand(n, generator=g) < cfg.flip  # drawn even when given: later draws stay the same
+    flip = drawn if flip is None else flip
     sx = torch.where(flip, -1.0, 1.0)
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([torch.stack([cos * sx, -sin, tx], 1), torch.stack([sin * sx, cos, ty], 1)], 1)
@@ -54,6 +60,11 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Te
         noise = torch.randn(out.shape, generator=g)
         out = torch.where(mask.unsqueeze(1), noise, out)
     return out
+
+
+def alternate_flips(n: int, seed: int) -> torch.Tensor:
+    """Each of ``n`` faces' flip in even epochs (a seeded coin); odd epochs use the opposite."""
+    return torch.rand(n, generator=torch.Generator().manual_seed(seed * 7919 + 17)) < 0.5
 
 
 def _beta(alpha: float, g: torch.Generator) -> float:

@@ -21,6 +21,7 @@ class AugmentConfig:
     crop: float = 0.0  # min side fraction of a random crop resized back (0 = off, e.g. 0.85)
     erase: float = 0.5  # probability of erasing one random rectangle
     erase_area: float = 0.25  # max fraction of the face an erased rectangle covers
+    flip_mode: str = "random"  # random | alternate (each face flipped in every other epoch, from a random start)
 
 
 @dataclass
@@ -43,8 +44,11 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
-    schedule: str = "cosine"  # cosine | onecycle | constant
+    schedule: str = "cosine"  # cosine | onecycle | constant | triangle
     warmup_epochs: float = 1.0
+    bias_lr_scale: float = 1.0  # learning rate of biases and norm shifts, as a multiple of lr
+    whiten: bool = True  # set a model's patch-whitening layer from training faces and freeze it
+    progressive: str = ""  # train sizes in equal parts of the epochs, e.g. "32,40,48"; "" = 48 throughout
     label_smoothing: float = 0.1
     class_weighting: str = "none"  # none | loss | sampler
     mixup: float = 0.0  # Beta(alpha, alpha); 0 = off
@@ -57,6 +61,8 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # run
     patience: int = 0  # stop after this many epochs without a better val accuracy; 0 = never
+    stop_at: float = 0.0  # stop once val accuracy reaches this (time-to-accuracy runs); 0 = never
+    stop_at_train: float = 0.0  # ... and train accuracy (on augmented batches) this; 0 = val alone decides
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto | bf16 | fp32
@@ -82,18 +88,23 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Refuse values that would fail deep inside training (or, worse, silently train something else)."""
-        choices = {"optimizer": ("sgd", "adamw"), "schedule": ("cosine", "onecycle", "constant"),
+        choices = {"optimizer": ("sgd", "adamw"), "schedule": ("cosine", "onecycle", "constant", "triangle"),
                    "class_weighting": ("none", "loss", "sampler"), "precision": ("auto", "bf16", "fp32")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise BadInputError(f"unknown {name.replace('_', ' ')} {getattr(self, name)!r} "
                                     f"(use {', '.join(allowed)})")
+        if self.augment.flip_mode not in ("random", "alternate"):
+            raise BadInputError(f"unknown flip mode {self.augment.flip_mode!r} (use random, alternate)")
+        self.train_sizes()  # a malformed progressive list is refused here, not at its epoch
         a = self.augment
         checks = [("epochs", self.epochs >= 1), ("batch_size", self.batch_size >= 1), ("lr", self.lr > 0),
                   ("limit", self.limit >= 0), ("patience", self.patience >= 0), ("threads", self.threads >= 0),
                   ("warmup_epochs", self.warmup_epochs >= 0), ("mixup", self.mixup >= 0),
                   ("cutmix", self.cutmix >= 0),
                   ("label_smoothing", 0 <= self.label_smoothing < 1), ("ema", 0 <= self.ema < 1),
+                  ("bias_lr_scale", self.bias_lr_scale > 0),
+                  ("stop_at", 0 <= self.stop_at <= 1), ("stop_at_train", 0 <= self.stop_at_train <= 1),
                   ("swa_start", 0 <= self.swa_start <= self.epochs),
                   ("dropout", self.dropout == -1 or 0 <= self.dropout < 1),
                   ("distill_alpha", 0 <= self.distill_alpha <= 1), ("distill_temp", self.distill_temp > 0),
@@ -104,6 +115,22 @@ class TrainConfig:
             if not ok:
                 value = getattr(a, name[4:]) if name.startswith("aug_") else getattr(self, name)
                 raise BadInputError(f"{name.replace('_', '-')} {value!r} is out of range")
+
+    def train_sizes(self) -> list[int]:
+        """The ``progressive`` face sizes, in order ([] = full size throughout)."""
+        try:
+            sizes = [int(v) for v in self.progressive.split(",") if v.strip()]
+        except ValueError:
+            sizes = [0]
+        if any(not 16 <= v <= 96 for v in sizes) or len(sizes) > self.epochs:
+            raise BadInputError(f"progressive {self.progressive!r}: write sizes 16-96 px, e.g. 32,40,48, "
+                                f"no more of them than epochs")
+        return sizes
+
+    def train_size(self, epoch: int) -> int:
+        """Face side for training epoch ``epoch`` (0-based): the list split into equal parts."""
+        sizes = self.train_sizes()
+        return sizes[min(len(sizes) - 1, epoch * len(sizes) // self.epochs)] if sizes else 0
 
 
 def _typed(cls: type, d: dict[str, Any], prefix: str) -> dict[str, Any]:

@@ -8,7 +8,6 @@ Data-parallel training under ``torchrun`` shards each epoch's permutation by ran
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -22,13 +21,14 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from .averaging import make_ema, make_swa, refresh_bn
-from .augment import AugmentConfig, augment, mix_batch  # noqa: F401  (AugmentConfig: re-exported)
+from .augment import AugmentConfig, alternate_flips, augment, mix_batch  # noqa: F401  (AugmentConfig: re-exported)
 from .config import TrainConfig
 from .data import ClassSet, FaceSet, load_faces
 from .distill import distill_loss, load_teachers, teacher_probs
 from .errors import BadInputError, FervidError, ModelFileError
 from .io import write_text_atomic
-from .models import count_flops, count_params, create_model
+from .models import count_flops, count_params, create_model, init_whitening
+from .optim import lr_factor, make_optimizer, set_lr  # noqa: F401  (lr_factor, make_optimizer: re-exported)
 from .preprocess import MEAN, STD
 
 
@@ -72,18 +72,6 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cpu" and _cpu_has_native_bf16() else None
 
 
-def lr_factor(progress: float, schedule: str, warmup: float) -> float:
-    """Learning-rate multiplier at ``progress`` in [0, 1] of training; warmup is a fraction too."""
-    if schedule == "onecycle":
-        warmup = max(warmup, 0.3)
-    if warmup > 0 and progress < warmup:
-        return (progress + 1e-8) / warmup
-    if schedule == "constant":
-        return 1.0
-    rest = (progress - warmup) / max(1e-8, 1.0 - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, rest)))
-
-
 def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 [N, H, W] equalized faces -> normalised float [N, 1, H, W] on ``device``."""
     x = images.to(device, non_blocking=True).unsqueeze(1).float().div_(255.0)
@@ -124,18 +112,6 @@ class TrainingDivergedError(FervidError, FloatingPointError):
     """The loss became NaN or infinite: a user-fixable setting (usually the learning rate)."""
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The run's optimizer; weight decay skips biases and norm scales (1-d parameters), which
-    it would only pull towards zero without regularising anything."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (decay if p.ndim > 1 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
-
-
 def _dist_info() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return int(os.environ.get("RANK", "0")), world
@@ -146,6 +122,10 @@ def _log(msg: str, rank: int) -> None:
         print(msg, flush=True)
 
 
+#: Keys of a metrics line that measure the machine, not the run (two identical runs differ in them).
+TIMING_KEYS = ("seconds", "elapsed", "images_per_s")
+#: Training faces whose 3x3 patches set a whitening layer (~15M patches: the covariance is settled).
+WHITEN_FACES = 8000
 RUN_FILES = ("last.pt", "best.safetensors", "metrics.jsonl")
 #: What a resumable last.pt must hold (``ema``, ``swa`` and ``history`` may be absent or None).
 RESUME_KEYS = ("config", "epoch", "best_acc", "best_epoch", "stale", "step", "model", "optimizer")
@@ -191,6 +171,12 @@ def _restore_metrics(out: Path, saved: dict[str, Any]) -> None:
         history = [json.loads(x) for x in lines if x.strip()]
         history = [m for m in history if m.get("epoch", 0) <= saved["epoch"] + 1]
     write_text_atomic(path, "".join(json.dumps(m) + "\n" for m in history))
+
+
+def _reached(cfg: TrainConfig, metrics: dict[str, Any]) -> bool:
+    """Whether an epoch met the run's ``stop_at`` target (val accuracy, and train accuracy if set)."""
+    return bool(cfg.stop_at and metrics["val_acc"] >= cfg.stop_at
+                and (not cfg.stop_at_train or metrics["train_acc"] >= cfg.stop_at_train))
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
@@ -278,6 +264,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             raise BadInputError(f"{cfg.init}: a {init_meta['arch']} model of classes {','.join(init_meta['classes'])}"
                                 f" cannot start a {cfg.model} run of classes {','.join(classes)}")
         model.load_state_dict(init_model.state_dict())
+    elif saved is None:  # a patch-whitening layer is set from (or, with whiten off, trained on) the faces
+        pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed))[:WHITEN_FACES]
+        init_whitening(model, to_input(images[pick], torch.device("cpu")) if cfg.whiten else None)
     # NHWC runs oneDNN's faster convolution kernels: 1.29x the NCHW step rate for vgg_s under bf16
     # on 2 cores (bench/run.py --sections training); same maths, saved files unchanged.
     model = model.to(device, memory_format=torch.channels_last)
@@ -326,6 +315,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         _log(f"resuming after epoch {start_epoch} ({best})", rank)
 
     stopped = bool(cfg.patience and stale >= cfg.patience)  # a resumed run that had already stopped early
+    stopped = stopped or bool(history and _reached(cfg, history[-1]))
+    flips = alternate_flips(n, cfg.seed) if cfg.augment.flip_mode == "alternate" else None
+    elapsed = float(history[-1].get("elapsed", 0.0)) if history else 0.0
     cpu = torch.device("cpu")
     for epoch in range(start_epoch, cfg.epochs):
         if stopped:
@@ -343,21 +335,24 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             order = torch.randperm(n, generator=g)
         order = order[rank::world]
         net.train()
+        size = cfg.train_size(epoch)
         seen, loss_sum, correct = 0, 0.0, 0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not progress or rank != 0 or not sys.stderr.isatty())
         for i in bar:
             idx = order[i * per_rank:(i + 1) * per_rank]
             y = labels[idx]
-            x = augment(to_input(images[idx], cpu), cfg.augment, g_aug)  # on the CPU: g_aug is a CPU generator
+            flip = None if flips is None else flips[idx] ^ bool(epoch % 2)
+            x = augment(to_input(images[idx], cpu), cfg.augment, g_aug, flip)  # on the CPU: g_aug is a CPU generator
+            if size and size != x.shape[-1]:  # progressive resizing: early epochs on smaller faces
+                x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
             mixed = mix_batch(x, y, cfg.mixup, cfg.cutmix, g_aug)
             if mixed is not None:
                 x, ya, yb, lam = mixed
                 ya, yb = ya.to(device), yb.to(device)
             x, y = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last), y.to(device)
             lr = cfg.lr * lr_factor(step / total_steps, cfg.schedule, cfg.warmup_epochs / cfg.epochs)
-            for group in opt.param_groups:
-                group["lr"] = lr
+            set_lr(opt, lr)
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 logits = net(x)
             if mixed is not None:
@@ -382,6 +377,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             correct += int((logits.argmax(1) == y).sum())
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", lr=f"{lr:.4f}", refresh=False)
         bar.close()
+        train_seconds = time.time() - t0
         if ddp:
             import torch.distributed as dist
 
@@ -404,7 +400,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             stale += 1
         metrics = {"epoch": epoch + 1, "train_loss": round(loss_sum / seen, 5), "train_acc": round(correct / seen, 5),
                    "val_loss": round(val_loss, 5), "val_acc": round(val_acc, 5), "lr": round(lr, 6),
-                   "seconds": round(time.time() - t0, 1), "best_val_acc": round(best_acc, 5)}
+                   "seconds": round(time.time() - t0, 1), "best_val_acc": round(best_acc, 5),
+                   "elapsed": round(elapsed + time.time() - t0, 1),
+                   "images_per_s": round(seen / max(train_seconds, 1e-9) / (world if ddp else 1), 1),
+                   **({"size": size} if size else {})}
+        elapsed = metrics["elapsed"]
         history.append(metrics)
         if rank == 0:
             meta = ckpt.make_meta(cfg.model, classes, params=n_params, mflops=round(mflops, 2),
@@ -430,8 +430,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         if cfg.patience and stale >= cfg.patience:  # same on every rank: val accuracy is all-reduced
             _log(f"early stop: no better val accuracy for {cfg.patience} epochs", rank)
             stopped = True
+        if _reached(cfg, metrics):
+            _log(f"target reached: val acc {val_acc:.4f} >= {cfg.stop_at} after {elapsed / 60:.1f} minutes", rank)
+            stopped = True
     summary = {"best_val_acc": best_acc, "best_epoch": best_epoch + 1, "out": str(out),
-               "model": str(out / "best.safetensors"), "epochs_run": len(history), "stopped_early": stopped}
+               "model": str(out / "best.safetensors"), "epochs_run": len(history), "stopped_early": stopped,
+               "minutes": round(elapsed / 60, 2),
+               "target_reached": bool(history and _reached(cfg, history[-1]))}
     if ddp:
         import torch.distributed as dist
 

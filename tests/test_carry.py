@@ -15,7 +15,7 @@ from fervid import checkpoint as ckpt  # noqa: E402
 from fervid.carry import pack, unpack  # noqa: E402
 from fervid.cli import main  # noqa: E402
 from fervid.data import load_faces  # noqa: E402
-from fervid.engine import TrainConfig, train  # noqa: E402
+from fervid.engine import TIMING_KEYS, TrainConfig, train  # noqa: E402
 from fervid.errors import BadInputError, ModelFileError  # noqa: E402
 
 TEST_FER = Path(__file__).resolve().parents[1] / "tests" / "data" / "fer"
@@ -79,7 +79,7 @@ def test_a_packed_run_goes_on_where_it_stopped(tmp_path, sets):
     assert summary["epochs_run"] == 3
     straight, went_on = metrics(tmp_path / "straight"), metrics(tmp_path / "second")
     assert [m["epoch"] for m in went_on] == [1, 2, 3]
-    strip = lambda rows: [{k: v for k, v in m.items() if k != "seconds"} for m in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in m.items() if k not in TIMING_KEYS} for m in rows]  # noqa: E731
     assert strip(went_on[:2]) == strip(metrics(tmp_path / "first"))  # the history travelled
     assert went_on[2]["lr"] == straight[2]["lr"]  # the schedule went on from the same step
     assert ckpt.load_training_state(tmp_path / "second" / "last.pt")["step"] == \

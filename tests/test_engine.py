@@ -14,7 +14,7 @@ from safetensors.torch import load_file  # noqa: E402
 
 from fervid import checkpoint as ckpt  # noqa: E402
 from fervid.data import FaceSet, load_faces  # noqa: E402
-from fervid.engine import (TrainConfig, TrainingDivergedError, autocast_dtype, lr_factor,  # noqa: E402
+from fervid.engine import (TIMING_KEYS, TrainConfig, TrainingDivergedError, autocast_dtype, lr_factor,  # noqa: E402
                            predict_logits, train)
 from fervid.errors import BadInputError, FervidError  # noqa: E402
 from fervid.models import create_model  # noqa: E402
@@ -52,7 +52,7 @@ def same_tensors(a: dict, b: dict) -> bool:
 
 
 def without_time(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
 
 
 def test_tiny_run_writes_its_artefacts(tmp_path, sets):

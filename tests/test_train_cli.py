@@ -24,7 +24,7 @@ from fervid.augment import AugmentConfig  # noqa: E402
 from fervid.cli import build_parser, main  # noqa: E402
 from fervid.cli.train import config_from_args  # noqa: E402
 from fervid.data import FER_CLASSES  # noqa: E402
-from fervid.engine import TrainConfig  # noqa: E402
+from fervid.engine import TIMING_KEYS, TrainConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_FER = ROOT / "tests" / "data" / "fer"
@@ -190,7 +190,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
 
     def no_time(rows):
-        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+        return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
 
     assert no_time(_lines(killed / "metrics.jsonl")) == no_time(_lines(straight / "metrics.jsonl"))
     assert [r["epoch"] for r in _lines(killed / "metrics.jsonl")] == [1, 2, 3, 4]

@@ -75,6 +75,11 @@ def add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = (),
         "teacher": "distil from these fervid models (comma-separated; their softmax is averaged)",
         "distill_alpha": "weight of the distillation loss, 0..1 (the hard-label loss gets the rest)",
         "distill_temp": "softmax temperature of the distillation loss",
+        "bias_lr_scale": "learning rate of biases and norm shifts, as a multiple of --lr",
+        "whiten": "set a FastNet's patch-whitening layer from training faces and freeze it (false = train it)",
+        "progressive": "train face sizes in equal parts of the epochs, e.g. 32,40,48 (empty = 48 throughout)",
+        "stop_at": "stop once val accuracy reaches this, e.g. 0.70 (0 = off); the minutes it took are recorded",
+        "stop_at_train": "with --stop-at, also require this train accuracy",
         "patience": "early stopping patience in epochs (0 = off)", "precision": "auto, bf16 or fp32",
         "device": "auto, cpu, cuda or cuda:N", "out": "run folder for checkpoints and metrics",
         **(helps or {}),
@@ -87,7 +92,8 @@ def add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = (),
         p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=None,
                        help=f"{texts.get(f.name, f.name.replace('_', ' '))} (default: {f.default})")
     for f in dataclasses.fields(AugmentConfig):
-        p.add_argument("--aug-" + f.name.replace("_", "-"), dest="aug_" + f.name, type=float, default=None,
+        p.add_argument("--aug-" + f.name.replace("_", "-"), dest="aug_" + f.name,
+                       type=str if str(f.type) == "str" else float, default=None,
                        help=f"augmentation {f.name.replace('_', ' ')} (default: {f.default})")
 
 

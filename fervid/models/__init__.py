@@ -56,6 +56,7 @@ def count_flops(model: nn.Module, input_size: int = 48) -> int:
     return int(counter.get_total_flops())
 
 
-from . import baseline, resnet, vgg  # noqa: E402,F401  (fills the registry)
+from . import baseline, fastnet, resnet, vgg  # noqa: E402,F401  (fills the registry)
+from .fastnet import init_whitening  # noqa: E402
 
-__all__ = ["register_model", "create_model", "list_models", "describe_model", "count_params", "count_flops"]
+__all__ = ["init_whitening", "register_model", "create_model", "list_models", "describe_model", "count_params", "count_flops"]
