@@ -95,7 +95,7 @@ def unpack(src: str | os.PathLike, run_dir: str | os.PathLike) -> dict[str, Any]
     from .averaging import make_ema
     from .data import ClassSet
     from .engine import RUN_FILES, make_optimizer
-    from .models import create_model
+    from .models import create_model, train_whitening
 
     header, tensors = _read(Path(src))
     out = Path(run_dir)
@@ -110,6 +110,8 @@ def unpack(src: str | os.PathLike, run_dir: str | os.PathLike) -> dict[str, Any]
         n_classes = len(ClassSet.parse(cfg.classes, cfg.merge).classes)
         model = create_model(cfg.model, num_classes=n_classes,
                              **({"dropout": cfg.dropout} if cfg.dropout >= 0 else {}))
+        if not cfg.whiten:  # trained, not frozen: the optimizer must hold it as the engine's did
+            train_whitening(model)
     except (BadInputError, ValueError) as e:
         raise ModelFileError(f"{src}: carried config cannot be used: {e}") from None
     reference = model.state_dict()

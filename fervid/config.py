@@ -39,7 +39,8 @@ class TrainConfig:
     dropout: float = -1.0  # dropout rate of the model's head; -1 = the architecture's own default
     epochs: int = 60
     batch_size: int = 128
-    optimizer: str = "sgd"  # sgd | adamw
+    optimizer: str = "sgd"  # sgd | adamw | muon (Muon for conv weights, SGD for the rest)
+    muon_lr: float = 0.02  # with optimizer muon: the conv weights' learning rate (lr is the rest's)
     lr: float = 0.05
     momentum: float = 0.9
     nesterov: bool = True
@@ -88,7 +89,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Refuse values that would fail deep inside training (or, worse, silently train something else)."""
-        choices = {"optimizer": ("sgd", "adamw"), "schedule": ("cosine", "onecycle", "constant", "triangle"),
+        choices = {"optimizer": ("sgd", "adamw", "muon"), "schedule": ("cosine", "onecycle", "constant", "triangle"),
                    "class_weighting": ("none", "loss", "sampler"), "precision": ("auto", "bf16", "fp32")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -103,7 +104,7 @@ class TrainConfig:
                   ("warmup_epochs", self.warmup_epochs >= 0), ("mixup", self.mixup >= 0),
                   ("cutmix", self.cutmix >= 0),
                   ("label_smoothing", 0 <= self.label_smoothing < 1), ("ema", 0 <= self.ema < 1),
-                  ("bias_lr_scale", self.bias_lr_scale > 0),
+                  ("bias_lr_scale", self.bias_lr_scale > 0), ("muon_lr", self.muon_lr > 0),
                   ("stop_at", 0 <= self.stop_at <= 1), ("stop_at_train", 0 <= self.stop_at_train <= 1),
                   ("swa_start", 0 <= self.swa_start <= self.epochs),
                   ("dropout", self.dropout == -1 or 0 <= self.dropout < 1),

@@ -27,7 +27,7 @@ from .data import ClassSet, FaceSet, load_faces
 from .distill import distill_loss, load_teachers, teacher_probs
 from .errors import BadInputError, FervidError, ModelFileError
 from .io import write_text_atomic
-from .models import count_flops, count_params, create_model, init_whitening
+from .models import count_flops, count_params, create_model, init_whitening, train_whitening
 from .optim import lr_factor, make_optimizer, set_lr  # noqa: F401  (lr_factor, make_optimizer: re-exported)
 from .preprocess import MEAN, STD
 
@@ -258,15 +258,17 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         model = create_model(cfg.model, num_classes=len(classes), **arch_kwargs)
     except ValueError as e:  # e.g. a dropout the architecture scales past 1 (baseline doubles it)
         raise BadInputError(f"--dropout {cfg.dropout} does not fit {cfg.model}: {e}") from None
+    if not cfg.whiten:  # before any weights are loaded: this re-initialises the layer
+        train_whitening(model)
     if cfg.init and saved is None:
         init_model, init_meta = ckpt.load_model(cfg.init)
         if init_meta["arch"] != cfg.model or list(init_meta["classes"]) != classes:
             raise BadInputError(f"{cfg.init}: a {init_meta['arch']} model of classes {','.join(init_meta['classes'])}"
                                 f" cannot start a {cfg.model} run of classes {','.join(classes)}")
         model.load_state_dict(init_model.state_dict())
-    elif saved is None:  # a patch-whitening layer is set from (or, with whiten off, trained on) the faces
+    elif saved is None and cfg.whiten:  # a patch-whitening layer is set from the training faces
         pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed))[:WHITEN_FACES]
-        init_whitening(model, to_input(images[pick], torch.device("cpu")) if cfg.whiten else None)
+        init_whitening(model, to_input(images[pick], torch.device("cpu")))
     # NHWC runs oneDNN's faster convolution kernels: 1.29x the NCHW step rate for vgg_s under bf16
     # on 2 cores (bench/run.py --sections training); same maths, saved files unchanged.
     model = model.to(device, memory_format=torch.channels_last)

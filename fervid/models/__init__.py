@@ -57,6 +57,6 @@ def count_flops(model: nn.Module, input_size: int = 48) -> int:
 
 
 from . import baseline, fastnet, resnet, vgg  # noqa: E402,F401  (fills the registry)
-from .fastnet import init_whitening  # noqa: E402
+from .fastnet import init_whitening, train_whitening  # noqa: E402
 
-__all__ = ["init_whitening", "register_model", "create_model", "list_models", "describe_model", "count_params", "count_flops"]
+__all__ = ["init_whitening", "train_whitening", "register_model", "create_model", "list_models", "describe_model", "count_params", "count_flops"]

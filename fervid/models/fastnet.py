@@ -105,37 +105,43 @@ def whitening_weights(faces: torch.Tensor, eps: float = 5e-4) -> tuple[torch.Ten
     return filters, bias
 
 
-def init_whitening(model: nn.Module, faces: torch.Tensor | None) -> bool:
-    """Set every FastNet whitening layer in ``model`` from ``faces`` and keep it frozen; False if none.
+def init_whitening(model: nn.Module, faces: torch.Tensor) -> bool:
+    """Set every FastNet whitening layer in ``model`` from ``faces`` (it stays frozen); False if none."""
+    done = False
+    for m in model.modules():
+        if isinstance(m, FastNet):
+            w, b = whitening_weights(faces)
+            m.whiten.weight.data.copy_(w.to(m.whiten.weight))
+            m.whiten.bias.data.copy_(b.to(m.whiten.bias))
+            done = True
+    return done
 
-    With ``faces`` None the layer is instead initialised like any convolution and trained:
-    the "whitening off" arm of an ablation, with the same architecture and cost.
+
+def train_whitening(model: nn.Module) -> bool:
+    """Make every FastNet whitening layer an ordinary trained convolution (Kaiming start); False if none.
+
+    The "whitening off" arm of an ablation: the same architecture and cost, learnt instead of set.
     """
     done = False
     for m in model.modules():
         if isinstance(m, FastNet):
-            if faces is None:
-                nn.init.kaiming_normal_(m.whiten.weight, nonlinearity="relu")
-                m.whiten.weight.requires_grad_(True)
-                m.whiten.bias.requires_grad_(True)
-            else:
-                w, b = whitening_weights(faces)
-                m.whiten.weight.data.copy_(w.to(m.whiten.weight))
-                m.whiten.bias.data.copy_(b.to(m.whiten.bias))
+            nn.init.kaiming_normal_(m.whiten.weight, nonlinearity="relu")
+            m.whiten.weight.requires_grad_(True)
+            m.whiten.bias.requires_grad_(True)
             done = True
     return done
 
 
 @register_model
 def fastnet_s(num_classes: int = 7, **kw) -> nn.Module:
-    """FastNet, widths 64-128-256: the speedrun net for a laptop CPU (frozen whitening, Dirac init)."""
+    """FastNet, widths 64-128-256: frozen patch whitening, Dirac starts, conv-pool-conv groups; for fast CPU training."""
     return FastNet(num_classes, widths=(64, 128, 256), **kw)
 
 
 @register_model
 def fastnet_m(num_classes: int = 7, **kw) -> nn.Module:
-    """FastNet, widths 64-192-384: fast training at the accuracy of the 6-hour VGGs."""
-    return FastNet(num_classes, widths=(64, 192, 384), **kw)
+    """FastNet, widths 64-128-384: the fast recipe's net (configs/fast.yaml), its width on the 11x11 and 5x5 maps."""
+    return FastNet(num_classes, widths=(64, 128, 384), **kw)
 
 
 @register_model
