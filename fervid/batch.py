@@ -86,6 +86,25 @@ def _walk(folder: Path, skip: Path | None, problems: list[BadInputError]) -> Ite
         stack.extend(reversed(subdirs))
 
 
+def _glob(pattern: str) -> list[str]:
+    """Matches of ``pattern``, sorted; ``**`` never enters linked folders.
+
+    ``glob.glob(recursive=True)`` follows links under ``**``: two ``.`` self-links make it
+    exponential. pathlib's ``**`` does not follow them (Python 3.11-3.12), so it serves there.
+    """
+    if "**" not in pattern:
+        return sorted(glob.glob(pattern))
+    anchor = Path(pattern).anchor
+    rel = pattern[len(anchor):]
+    base = Path(anchor) if anchor else Path(".")
+    try:  # hidden names are skipped, as glob.glob does (and fervid's own temporaries are hidden)
+        found = [str(p) if anchor else os.path.normpath(str(p)) for p in base.glob(rel)
+                 if not any(x.startswith(".") and x not in (".", "..") for x in p.relative_to(base).parts)]
+    except (ValueError, NotImplementedError):  # a pattern pathlib cannot take
+        return []
+    return sorted(found)
+
+
 def expand_inputs(inputs: list[str], skip: str | os.PathLike | None = None) -> Expanded:
     """Files, folders (recursive, image suffixes only) and globs to a list of unique files.
 
@@ -121,7 +140,7 @@ def expand_inputs(inputs: list[str], skip: str | os.PathLike | None = None) -> E
         elif p.exists():
             add(p, p.name)
         elif _MAGIC & set(arg):
-            matches = sorted(glob.glob(os.path.expanduser(arg), recursive=True))
+            matches = _glob(os.path.expanduser(arg))
             files = [Path(m) for m in matches if Path(m).is_file()
                      and (skip_path is None or skip_path not in Path(m).resolve().parents)]
             if not files:
