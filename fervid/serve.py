@@ -40,16 +40,13 @@ import anyio
 import anyio.to_thread
 import cv2
 from fastapi import FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 
 from . import __version__
 from .errors import BadInputError, FervidError
-from .serve_schemas import (BatchResponse, ErrorResponse, ModelResponse, PredictResponse, VideoResponse,
-                      image_body, video_body)
+from .serve_errors import ERRORS, install_error_handlers
+from .serve_schemas import BatchResponse, ModelResponse, PredictResponse, VideoResponse, image_body, video_body
 from .uploads import (MULTIPART_OVERHEAD, Slots, Upload, UploadError, decode_image, mb, media_type,
                       parse_multipart, read_body, read_upload, save_upload)
 
@@ -266,47 +263,6 @@ class Service:
                            "total_ms": _ms(time.perf_counter() - t0)}}
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(UploadError)
-    async def _upload_error(request: Request, exc: UploadError) -> JSONResponse:
-        return _error(exc.status, exc.message, exc.headers)
-
-    @app.exception_handler(ClientDisconnect)
-    async def _disconnect(request: Request, exc: ClientDisconnect) -> Response:
-        # Nobody is left to answer; what the operator needs is that it happened, in one line.
-        log.info("%s %s: client disconnected before the upload was complete; request dropped",
-                 request.method, request.url.path)
-        return Response(status_code=400)
-
-    @app.exception_handler(FervidError)
-    async def _fervid_error(request: Request, exc: FervidError) -> JSONResponse:
-        return _error(422, str(exc))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = []
-        for err in exc.errors():
-            loc = [str(x) for x in err.get("loc", ()) if x not in ("query", "body", "path")]
-            parts.append(f"{'.'.join(loc) or 'request'}: {err.get('msg', 'invalid')}")
-        return _error(422, "; ".join(parts) or "invalid request")
-
-    @app.exception_handler(Exception)
-    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _error(500, "internal server error (logged on the server)")
-
-
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 500, 503)}
-
-
 def create_app(model: str | os.PathLike | None = None, *, recognizer: Any = None,
                **settings: Any) -> FastAPI:
     """The FastAPI app. ``settings`` are :class:`ServeConfig` fields (``max_upload_mb``, ...).
@@ -326,7 +282,7 @@ def create_app(model: str | os.PathLike | None = None, *, recognizer: Any = None
                   description="Facial expression recognition (FER-2013 classes) on images and short "
                               "videos. Errors are `{\"error\": \"...\"}` with a 4xx status.")
     app.state.service = service
-    _install_error_handlers(app)
+    install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
