@@ -31,8 +31,11 @@ if "make_corpus" not in sys.modules:
     sys.modules["make_corpus"] = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(sys.modules["make_corpus"])
 make_corpus = sys.modules["make_corpus"]
-RUNNER = ("import resource, sys\nfrom fervid.cli import main\nrc = main(sys.argv[1:])\n"
-          "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(rc)")
+# VmHWM, not getrusage's ru_maxrss: Linux carries the parent's RSS at fork into the child's
+# ru_maxrss across exec, so under a large pytest process it would report pytest's size.
+RUNNER = ("import sys\nfrom fervid.cli import main\nrc = main(sys.argv[1:])\n"
+          "hwm = [ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM:')]\n"
+          "print('MAXRSS_KB', hwm[0] if hwm else 'nan', file=sys.stderr)\nsys.exit(rc)")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,7 @@ def fervid(argv: list, cwd: Path, timeout: float = 240) -> tuple[int, str, str, 
         pytest.fail(f"fervid {' '.join(map(str, argv))} hung (no exit within {timeout:g} s)")
     rss = [ln for ln in proc.stderr.splitlines() if ln.startswith("MAXRSS_KB ")]
     err = "\n".join(ln for ln in proc.stderr.splitlines() if not ln.startswith("MAXRSS_KB "))
-    return proc.returncode, proc.stdout, err, int(rss[0].split()[1]) / 1024 if rss else float("nan")
+    return proc.returncode, proc.stdout, err, float(rss[0].split()[1]) / 1024 if rss else float("nan")
 
 
 def cli(argv: list, capsys) -> tuple[int, str, str]:
