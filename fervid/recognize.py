@@ -232,6 +232,13 @@ def open_model(model: str | os.PathLike | None, threads: int | None = None):
             raise ModelFileError(f"{p}: folder holds no model (best.safetensors or model.onnx)")
         p = found[0]
     if not p.is_file():
+        if p.exists() or p.is_symlink():  # a FIFO, a device, a link loop: say which, never open it
+            from .io import stat_input
+
+            try:
+                stat_input(p, "a model file")
+            except BadInputError as e:
+                raise ModelFileError(str(e)) from None
         raise ModelFileError(f"{p}: no such model file")
     if p.suffix.lower() == ".json":
         p = p.with_suffix(".onnx")
