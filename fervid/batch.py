@@ -7,9 +7,11 @@ read, so a table's row count never silently disagrees with the input count.
 from __future__ import annotations
 
 import csv
+import errno
 import glob
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -35,14 +37,72 @@ class Expanded:
     errors: list[BadInputError] = field(default_factory=list)
 
 
-def _walk(folder: Path, skip: Path | None) -> Iterator[Path]:
-    for root, dirs, names in os.walk(folder, followlinks=True):
-        here = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and (skip is None or (here / d).resolve() != skip))
-        for n in sorted(names):
-            if not n.startswith(".") and Path(n).suffix.lower() in IMAGE_SUFFIXES:
-                yield here / n
+def _walk(folder: Path, skip: Path | None, problems: list[BadInputError]) -> Iterator[Path]:
+    """Image files under ``folder``, in sorted order, each folder visited once.
+
+    Links are followed (a linked photo folder is meant to be read), but a folder already
+    seen (same device and inode) is not entered again: ``ln -s . d/loop`` twice would
+    otherwise make the walk exponential. Special files with an image suffix (a FIFO would
+    block the reader forever) and broken or looping links become ``problems``.
+    """
+    from .io import special_kind
+
+    seen: set[tuple[int, int]] = set()
+    stack = [folder]
+    while stack:
+        here = stack.pop()
+        try:
+            st = os.stat(here)
+            with os.scandir(here) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            problems.append(BadInputError(f"{here}: cannot list this folder ({e.strerror or e})"))
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        subdirs = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = here / entry.name
+            image = Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
+            try:
+                est = entry.stat()  # follows links
+            except OSError as e:
+                if image:
+                    why = "symbolic link loop" if e.errno == errno.ELOOP else "broken symbolic link"
+                    problems.append(BadInputError(f"{path}: {why}, skipped"))
+                continue
+            if stat.S_ISDIR(est.st_mode):
+                if (est.st_dev, est.st_ino) not in seen and (skip is None or path.resolve() != skip):
+                    subdirs.append(path)
+            elif stat.S_ISREG(est.st_mode):
+                if image:
+                    yield path
+            elif image:
+                problems.append(BadInputError(f"{path}: is {special_kind(est.st_mode) or 'not a regular file'}, "
+                                              "not an image file, skipped"))
+        stack.extend(reversed(subdirs))
+
+
+def _glob(pattern: str) -> list[str]:
+    """Matches of ``pattern``, sorted; ``**`` never enters linked folders.
+
+    ``glob.glob(recursive=True)`` follows links under ``**``: two ``.`` self-links make it
+    exponential. pathlib's ``**`` does not follow them (Python 3.11-3.12), so it serves there.
+    """
+    if "**" not in pattern:
+        return sorted(glob.glob(pattern))
+    anchor = Path(pattern).anchor
+    rel = pattern[len(anchor):]
+    base = Path(anchor) if anchor else Path(".")
+    try:  # hidden names are skipped, as glob.glob does (and fervid's own temporaries are hidden)
+        found = [str(p) if anchor else os.path.normpath(str(p)) for p in base.glob(rel)
+                 if not any(x.startswith(".") and x not in (".", "..") for x in p.relative_to(base).parts)]
+    except (ValueError, NotImplementedError):  # a pattern pathlib cannot take
+        return []
+    return sorted(found)
 
 
 def expand_inputs(inputs: list[str], skip: str | os.PathLike | None = None) -> Expanded:
@@ -71,7 +131,7 @@ def expand_inputs(inputs: list[str], skip: str | os.PathLike | None = None) -> E
     for arg in inputs:
         p = Path(arg).expanduser()
         if p.is_dir():
-            found = list(_walk(p, skip_path))
+            found = list(_walk(p, skip_path, out.errors))
             if not found:
                 out.errors.append(BadInputError(f"{p}: no image files in this folder"))
             top = p.resolve().name or "root"
@@ -80,7 +140,7 @@ def expand_inputs(inputs: list[str], skip: str | os.PathLike | None = None) -> E
         elif p.exists():
             add(p, p.name)
         elif _MAGIC & set(arg):
-            matches = sorted(glob.glob(os.path.expanduser(arg), recursive=True))
+            matches = _glob(os.path.expanduser(arg))
             files = [Path(m) for m in matches if Path(m).is_file()
                      and (skip_path is None or skip_path not in Path(m).resolve().parents)]
             if not files:
@@ -88,6 +148,13 @@ def expand_inputs(inputs: list[str], skip: str | os.PathLike | None = None) -> E
             for f in files:
                 parts = [part for part in f.parts if part not in ("..", ".")] if not f.is_absolute() else []
                 add(f, str(Path(*parts)) if parts else f.name)
+        elif os.path.islink(p):
+            from .io import stat_input
+
+            try:
+                stat_input(p)
+            except BadInputError as err:  # a loop or a broken link, in its words
+                out.errors.append(err)
         else:
             out.errors.append(BadInputError(f"{p}: no such file or folder"))
     return out

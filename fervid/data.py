@@ -13,8 +13,10 @@ equalized and every other source is raw.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import os
+import stat
 import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +28,7 @@ import numpy as np
 
 from .cvlog import quiet_opencv
 from .errors import BadInputError
+from .io import HEAD_BYTES, open_input, stat_input
 from .preprocess import FACE_SIZE, equalize_batch
 
 #: Class names in the CSV's numbering (0 angry ... 6 neutral).
@@ -145,20 +148,32 @@ def _folder_files(root: Path) -> list[tuple[str, int, int]]:
     Relative paths are cut by string slicing: ``os.path.relpath`` on 32k files cost more
     than the stat calls themselves.
     """
+    from .io import special_kind
+
     out: list[tuple[str, int, int]] = []
     stack = [str(root)]
+    seen: set[tuple[int, int]] = set()  # (device, inode): a linked-back folder is entered once
     while stack:
         d = stack.pop()
         cut = len(str(root)) + 1
+        dst = os.stat(d)
+        if (dst.st_dev, dst.st_ino) in seen:
+            continue
+        seen.add((dst.st_dev, dst.st_ino))
         with os.scandir(d) as it:
             for e in it:
                 if e.name.startswith("."):
                     continue
-                if e.is_dir(follow_symlinks=True):
+                try:
+                    st = e.stat()  # follows links
+                except OSError as err:
+                    raise BadInputError(f"{e.path}: {'symbolic link loop' if err.errno == errno.ELOOP else 'broken symbolic link'}") from None
+                if stat.S_ISDIR(st.st_mode):
                     stack.append(e.path)
-                else:
-                    st = e.stat()
+                elif stat.S_ISREG(st.st_mode):
                     out.append((e.path[cut:], st.st_size, st.st_mtime_ns))
+                else:  # reading a FIFO would block, a device never end
+                    raise BadInputError(f"{e.path}: is {special_kind(st.st_mode)}, not an image file")
     out.sort()
     return out
 
@@ -226,6 +241,12 @@ def _read_csv(path: Path) -> RawFer:
     npix = FACE_SIZE * FACE_SIZE
     images, labels, usage = [], [], []
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 20))
+    with open_input(path, "a fer2013.csv file") as (raw, st):  # a 2 GB file of zeros is one endless "line"
+        head = raw.read(HEAD_BYTES)
+    if head.count(b"\x00") * 4 > len(head):
+        raise BadInputError(f"{path}: binary data (NUL bytes), not a CSV file (fer2013.csv is UTF-8 text)")
+    if st.st_size > HEAD_BYTES and b"\n" not in head and b"\r" not in head:
+        raise BadInputError(f"{path}: no line break in its first {HEAD_BYTES // 1024} KB: not a CSV file")
     try:
         fh = open(path, newline="", encoding="utf-8-sig")  # -sig: Excel writes a BOM
     except OSError as e:
@@ -331,13 +352,13 @@ def _write_cache(cache: Path, stale_glob: str, raw: RawFer, equalized: np.ndarra
 def read_source(source: str | os.PathLike, use_cache: bool = True) -> RawFer:
     """Decode a FER-2013 CSV or folder, through the cache when its key still matches."""
     src = Path(source).expanduser()
-    if not src.exists():
+    if not src.exists() and not src.is_symlink():  # a link loop: stat_input says so below
         raise BadInputError(f"{src}: no such file or folder")
     if src.is_dir():
         files = _folder_files(src)
         key_items: list = files
     else:
-        st = src.stat()
+        st = stat_input(src, "a fer2013.csv file")  # a FIFO or /dev/zero would hang the reader
         files = []
         key_items = [(src.name, st.st_size, st.st_mtime_ns)]
     cache, stale_glob = _cache_paths(src, key_items)

@@ -20,3 +20,11 @@ class BadInputError(FervidError):
 
 class ModelFileError(BadInputError):
     """A file that was given as a model is not a usable fervid model."""
+
+
+class OutputError(FervidError):
+    """An output cannot be written where it was asked for (a file in the way, no space, no
+    permission). Exit code 2, like bad input: the user must change the command, not fervid.
+    Not a BadInputError, so loops that skip bad inputs never swallow it."""
+
+    exit_code = 2

@@ -95,19 +95,45 @@ def header_size(data: bytes, strict: bool = False) -> tuple[int, int] | None:
             return None
 
 
-def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+#: Largest image file :func:`read_image` reads, in bytes (``--max-image-mb``). An uncompressed 8-bit
+#: RGB image of MAX_PIXELS is 450 MB; photos are a few MB. Checked with ``stat`` before reading.
+MAX_IMAGE_BYTES = 256_000_000
+
+#: First bytes of every format OpenCV decodes (JPEG, PNG, BMP, TIFF, WebP, GIF, PNM, PFM, JPEG 2000,
+#: OpenEXR, Radiance HDR, Sun raster, AVIF/HEIF): anything else is refused from its first bytes.
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*", b"GIF87a", b"GIF89a",
+                b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xffO\xffQ", b"v/1\x01", b"#?RADIANCE", b"#?RGBE",
+                b"\x59\xa6\x6a\x95", b"PF\n", b"Pf\n", b"PF\r", b"Pf\r")
+
+
+def image_head_problem(head: bytes) -> str | None:
+    """Why the first bytes of a file cannot start an image OpenCV decodes, or None.
+
+    Decided from the header alone, so a large file that is no image (a 2 GB file of zeros
+    named ``.jpg``) is refused after reading 64 KB of it.
+    """
+    if head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return None
+    if head[4:8] == b"ftyp":
+        return None
+    if len(head) > 2 and head[:1] == b"P" and head[1:2] in b"1234567" and head[2:3].isspace():
+        return None
+    return "not an image OpenCV can decode (no image header: unsupported format, or not an image)"
+
+
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_IMAGE_BYTES,
+               flag: str = "") -> np.ndarray:
     """Read an image file as BGR uint8, or raise BadInputError naming the file and the problem.
 
     EXIF orientation is applied (as viewers do), 16-bit images are scaled to 8 bits, palette,
-    gray and alpha images become BGR; for animated images, the first frame.
+    gray and alpha images become BGR; for animated images, the first frame. Only regular
+    files are opened, and the size and header are checked before the rest is read
+    (``max_bytes``; ``flag`` names the option that raises it in the message).
     """
+    from .io import read_input
+
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except IsADirectoryError:
-        raise BadInputError(f"{p}: is a folder, not an image") from None
-    except OSError as e:
-        raise BadInputError(f"{p}: cannot read ({e.strerror or e})") from None
+    data = read_input(p, max_bytes, "an image", flag, check_head=image_head_problem)
     if not data:
         raise BadInputError(f"{p}: empty file (0 bytes)")
     if _looks_truncated(data):
@@ -206,6 +232,13 @@ def open_model(model: str | os.PathLike | None, threads: int | None = None):
             raise ModelFileError(f"{p}: folder holds no model (best.safetensors or model.onnx)")
         p = found[0]
     if not p.is_file():
+        if p.exists() or p.is_symlink():  # a FIFO, a device, a link loop: say which, never open it
+            from .io import stat_input
+
+            try:
+                stat_input(p, "a model file")
+            except BadInputError as e:
+                raise ModelFileError(str(e)) from None
         raise ModelFileError(f"{p}: no such model file")
     if p.suffix.lower() == ".json":
         p = p.with_suffix(".onnx")

@@ -14,8 +14,11 @@ network service needs on top:
 * Every failure is ``{"error": "..."}`` with a 4xx status the client can act on; anything
   unexpected is logged here and answered with a bare 500, never a traceback.
 * Uploaded images stay in memory (see :mod:`fervid.uploads`). Videos are the one
-  exception: OpenCV reads them from a file, so the upload is written into a private
+  exception: OpenCV reads them from a file, so the upload is streamed into a private
   temporary folder (mode 0700) and deleted in ``finally`` as soon as it has been read.
+* Uploads in progress are bounded (``max_uploads``, ``max_video_uploads``): past them the
+  answer is 503 with ``Retry-After``, so memory stays flat however many clients come.
+* A client that disconnects mid-upload is one log line, not an unhandled exception.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import json
 import logging
 import os
 import queue
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
@@ -36,17 +40,15 @@ import anyio
 import anyio.to_thread
 import cv2
 from fastapi import FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .errors import BadInputError, FervidError
-from .serve_schemas import (BatchResponse, ErrorResponse, ModelResponse, PredictResponse, VideoResponse,
-                      image_body, video_body)
-from .uploads import (MULTIPART_OVERHEAD, Upload, UploadError, decode_image, mb, media_type, parse_multipart,
-                      read_body, read_upload)
+from .serve_errors import ERRORS, install_error_handlers
+from .serve_schemas import BatchResponse, ModelResponse, PredictResponse, VideoResponse, image_body, video_body
+from .uploads import (MULTIPART_OVERHEAD, Slots, Upload, UploadError, decode_image, mb, media_type,
+                      parse_multipart, read_body, read_upload, save_upload)
 
 log = logging.getLogger("fervid.serve")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -73,6 +75,10 @@ class ServeConfig:
     max_batch_mb: float = 32.0
     max_video_mb: float = 50.0
     max_video_seconds: float = 60.0
+    #: Image requests (single or batch) received or processed at once; more get 503.
+    max_uploads: int = 32
+    #: Video requests received or processed at once (each streams to disk, then decodes); more get 503.
+    max_video_uploads: int = 4
     #: Inference calls that may run at once in this process (default: the cores).
     concurrency: int | None = None
     min_confidence: float = 0.6
@@ -83,7 +89,7 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_upload_mb", "max_pixels", "max_batch_files", "max_batch_mb", "max_video_mb",
-                     "max_video_seconds"):
+                     "max_video_seconds", "max_uploads", "max_video_uploads"):
             if not getattr(self, name) > 0:
                 raise BadInputError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.concurrency is not None and self.concurrency < 1:
@@ -145,6 +151,7 @@ class Service:
         self.limiter = anyio.CapacityLimiter(self.size)
         self.recognizer = recognizer  # the first of the pool: its meta and classes describe the model
         self._pool: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.slots = Slots({"image": config.max_uploads, "video": config.max_video_uploads})
         self._loaded = 0
 
     def _new_recognizer(self) -> Any:
@@ -211,7 +218,10 @@ class Service:
         tmp = tempfile.mkdtemp(prefix="fervid-serve-")  # 0700: private to this user
         path = Path(tmp) / ("upload" + (suffix if suffix in VIDEO_SUFFIXES else ""))
         try:
-            path.write_bytes(upload.data)
+            if upload.path is not None:  # streamed to disk by the endpoint: moved, not copied
+                os.replace(upload.path, path)
+            else:
+                path.write_bytes(upload.data)
             try:
                 reader = open_video(path)
             except BadInputError as e:
@@ -253,40 +263,6 @@ class Service:
                            "total_ms": _ms(time.perf_counter() - t0)}}
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(UploadError)
-    async def _upload_error(request: Request, exc: UploadError) -> JSONResponse:
-        return _error(exc.status, exc.message)
-
-    @app.exception_handler(FervidError)
-    async def _fervid_error(request: Request, exc: FervidError) -> JSONResponse:
-        return _error(422, str(exc))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = []
-        for err in exc.errors():
-            loc = [str(x) for x in err.get("loc", ()) if x not in ("query", "body", "path")]
-            parts.append(f"{'.'.join(loc) or 'request'}: {err.get('msg', 'invalid')}")
-        return _error(422, "; ".join(parts) or "invalid request")
-
-    @app.exception_handler(Exception)
-    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _error(500, "internal server error (logged on the server)")
-
-
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 500)}
-
-
 def create_app(model: str | os.PathLike | None = None, *, recognizer: Any = None,
                **settings: Any) -> FastAPI:
     """The FastAPI app. ``settings`` are :class:`ServeConfig` fields (``max_upload_mb``, ...).
@@ -306,7 +282,7 @@ def create_app(model: str | os.PathLike | None = None, *, recognizer: Any = None
                   description="Facial expression recognition (FER-2013 classes) on images and short "
                               "videos. Errors are `{\"error\": \"...\"}` with a 4xx status.")
     app.state.service = service
-    _install_error_handlers(app)
+    install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -339,8 +315,9 @@ def create_app(model: str | os.PathLike | None = None, *, recognizer: Any = None
                                                           description="image format with annotate=true")
                       ) -> Response:
         t0 = time.perf_counter()
-        upload = await read_upload(request, _bytes(config.max_upload_mb), "image")
-        res = await service.run(service.predict_image, upload, annotate, fmt)
+        with service.slots.take("image"):
+            upload = await read_upload(request, _bytes(config.max_upload_mb), "image")
+            res = await service.run(service.predict_image, upload, annotate, fmt)
         total = time.perf_counter() - t0
         if annotate:
             timing = f"decode;dur={_ms(res['decode'])}, inference;dur={_ms(res['inference'])}, total;dur={_ms(total)}"
@@ -352,6 +329,10 @@ def create_app(model: str | os.PathLike | None = None, *, recognizer: Any = None
               summary="Recognise several images; each gets its own result or error",
               responses=ERRORS, openapi_extra=image_body("files", many=True))
     async def predict_batch(request: Request) -> JSONResponse:
+        with service.slots.take("image"):
+            return await _batch(request)
+
+    async def _batch(request: Request) -> JSONResponse:
         ctype = media_type(request.headers.get("content-type"))
         if ctype != "multipart/form-data":
             raise UploadError(415, "send multipart/form-data with the images in the field 'files'")
@@ -395,8 +376,13 @@ def create_app(model: str | os.PathLike | None = None, *, recognizer: Any = None
                     every: int = Query(1, ge=1, le=1000, description="analyse every N-th frame"),
                     smoothing: float = Query(0.5, ge=0.0, lt=1.0, description="temporal smoothing, 0 = off"),
                     fmt: Literal["json", "csv"] = Query("json", alias="format")) -> Response:
-        upload = await read_upload(request, _bytes(config.max_video_mb), "video")
-        res = await service.run(service.process_video, upload, every, smoothing)
+        with service.slots.take("video"):
+            folder = Path(tempfile.mkdtemp(prefix="fervid-serve-"))  # 0700: private to this user
+            try:
+                upload = await save_upload(request, _bytes(config.max_video_mb), "video", folder / "body")
+                res = await service.run(service.process_video, upload, every, smoothing)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
         rows = res.pop("rows")
         if fmt == "csv":
             buf = io.StringIO()

@@ -49,11 +49,12 @@ class TimelineRecorder:
     def track_ids(self) -> list[int]:
         return sorted(self.times)
 
-    def write_all(self, folder: str | os.PathLike, overwrite: bool = True, title: str = "") -> list[Path]:
-        """One ``face_<id>.png`` per track in ``folder``; returns the paths written."""
+    def write_all(self, folder: str | os.PathLike, overwrite: bool = True, title: str = "",
+                  only: Sequence[int] | None = None) -> list[Path]:
+        """One ``face_<id>.png`` per track (or per track in ``only``) in ``folder``; returns the paths written."""
         folder = Path(folder)
         out = []
-        for tid in self.track_ids():
+        for tid in self.track_ids() if only is None else only:
             t, p = self.series(tid)
             label = f"face #{tid}" + (f" - {title}" if title else "")
             out.append(plot_timeline(t, p, self.classes, folder / timeline_name(tid), title=label,

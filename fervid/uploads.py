@@ -7,6 +7,11 @@ memory, never a 500 or a file on disk:
   ``Content-Length`` above the cap is refused before any byte is read.
 * Multipart forms are parsed with Starlette's parser but kept in memory: its default spools
   file parts above 1 MB to a temporary file on disk, and no uploaded image may touch disk.
+* Videos are the exception to "in memory": OpenCV reads them from files, so they are
+  streamed to a private temporary folder chunk by chunk (:func:`save_upload`); an upload
+  then costs one chunk of memory (plus Starlette's 1 MB multipart spool), not 3-4 copies.
+* Uploads in progress are counted (:class:`Slots`): past the limit a request is answered
+  503 with ``Retry-After`` at once instead of holding its body in memory while it waits.
 * Images are recognised by their first bytes (not by the client's word), and their pixel
   count is read from the header (Pillow, lazily: ``Image.open`` does not decode) before
   OpenCV decodes them, so a 50 KB PNG that claims 30000x30000 pixels (a decompression
@@ -14,8 +19,11 @@ memory, never a 500 or a file on disk:
 """
 from __future__ import annotations
 
+import contextlib
+import shutil
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Literal
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator, Literal
 
 import cv2
 import numpy as np
@@ -47,10 +55,36 @@ MULTIPART_OVERHEAD = 64 * 1024
 class UploadError(Exception):
     """A request the client must fix; becomes ``{"error": message}`` with ``status``."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
+
+
+class Slots:
+    """A non-blocking count of uploads in progress, per kind (``image``, ``video``).
+
+    Waiting for a slot would hold the request (and the client's connection, and for images
+    the body) anyway; answering 503 with ``Retry-After`` at once keeps memory bounded by
+    ``limit`` uploads and tells well-behaved clients when to come back. One event loop per
+    process mutates the counts, so no lock is needed.
+    """
+
+    def __init__(self, limits: dict[str, int]) -> None:
+        self.limits = dict(limits)
+        self.active = {k: 0 for k in limits}
+
+    @contextlib.contextmanager
+    def take(self, kind: str) -> Iterator[None]:
+        if self.active[kind] >= self.limits[kind]:
+            raise UploadError(503, f"server busy: {self.limits[kind]} {kind} uploads already in progress; "
+                                   "retry in a moment", headers={"Retry-After": "1"})
+        self.active[kind] += 1
+        try:
+            yield
+        finally:
+            self.active[kind] -= 1
 
 
 @dataclass
@@ -60,6 +94,7 @@ class Upload:
     filename: str
     content_type: str
     data: bytes
+    path: Path | None = None  # a video streamed to disk (then ``data`` is empty)
 
 
 def media_type(value: str | None) -> str:
@@ -71,9 +106,10 @@ def mb(n_bytes: int) -> str:
     return f"{n_bytes / 1e6:.3g} MB"
 
 
-async def read_body(stream: AsyncIterator[bytes], content_length: str | None, limit: int,
-                    what: str) -> bytes:
-    """The request body, refused with 413 once it is larger than ``limit`` bytes."""
+async def capped(stream: AsyncIterator[bytes], content_length: str | None, limit: int,
+                 what: str) -> AsyncIterator[bytes]:
+    """The chunks of a request body, refused with 413 once they add up to more than ``limit``
+    (and at once when ``Content-Length`` says so)."""
     too_big = f"{what} is larger than the {mb(limit)} limit"
     if content_length:
         try:
@@ -82,11 +118,20 @@ async def read_body(stream: AsyncIterator[bytes], content_length: str | None, li
             raise UploadError(400, "invalid Content-Length header") from None
         if declared > limit:
             raise UploadError(413, too_big)
-    buf = bytearray()
+    total = 0
     async for chunk in stream:
-        buf += chunk
-        if len(buf) > limit:
+        total += len(chunk)
+        if total > limit:
             raise UploadError(413, too_big)
+        yield chunk
+
+
+async def read_body(stream: AsyncIterator[bytes], content_length: str | None, limit: int,
+                    what: str) -> bytes:
+    """The request body, refused with 413 once it is larger than ``limit`` bytes."""
+    buf = bytearray()
+    async for chunk in capped(stream, content_length, limit, what):
+        buf += chunk
     return bytes(buf)
 
 
@@ -145,6 +190,60 @@ async def read_upload(request: Any, limit: int, kind: Literal["image", "video"])
     if not ctype:
         raise UploadError(415, f"missing Content-Type: label the body with its {kind}/* media type")
     return Upload("", ctype, body)
+
+
+async def save_upload(request: Any, limit: int, kind: Literal["video"], dest: Path) -> Upload:
+    """The one file of a request streamed to ``dest`` (multipart field ``file``, or the raw
+    body), never whole in memory; the same refusals as :func:`read_upload`."""
+    import anyio.to_thread
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    ctype = media_type(request.headers.get("content-type"))
+    clen = request.headers.get("content-length")
+    if ctype == "multipart/form-data":  # Starlette spools the part to a temporary file past 1 MB
+        stream = capped(request.stream(), clen, limit + MULTIPART_OVERHEAD, "upload")
+        try:
+            form = await MultiPartParser(request.headers, stream, max_files=1, max_fields=100).parse()
+        except MultiPartException as e:
+            if "Too many files" in str(e):
+                raise UploadError(413, "too many files in one request: at most 1") from None
+            raise UploadError(400, f"malformed multipart form: {e}") from None
+        try:
+            files = [v for k, v in form.multi_items() if k == "file" and not isinstance(v, str)]
+            if not files:
+                raise UploadError(400, f"no file: send the {kind} in the multipart field 'file'")
+            part = files[0]
+
+            def copy() -> int:
+                part.file.seek(0)
+                with open(dest, "wb") as fh:
+                    shutil.copyfileobj(part.file, fh, 1 << 20)
+                    return fh.tell()
+
+            size = await anyio.to_thread.run_sync(copy)
+            upload = Upload(part.filename or "", media_type(part.content_type), b"", dest)
+        finally:
+            await form.close()
+    else:
+        if ctype and not (ctype.startswith(f"{kind}/") or ctype in NEUTRAL_TYPES):
+            raise UploadError(415, f"unsupported media type {ctype!r}: send multipart/form-data with the {kind} "
+                                   f"in field 'file', or the {kind} itself as the body with its {kind}/* type")
+        size = 0
+        with open(dest, "wb") as fh:
+            async for chunk in capped(request.stream(), clen, limit, kind):
+                fh.write(chunk)
+                size += len(chunk)
+        if size and not ctype:
+            raise UploadError(415, f"missing Content-Type: label the body with its {kind}/* media type")
+        if not size:
+            raise UploadError(400, f"no file: the request body is empty (send the {kind} in the multipart "
+                                   "field 'file', or as the raw body)")
+        upload = Upload("", ctype, b"", dest)
+    if size > limit:
+        raise UploadError(413, f"{kind} is larger than the {mb(limit)} limit")
+    if not size:
+        raise UploadError(400, "the uploaded file is empty")
+    return upload
 
 
 def sniff(data: bytes) -> str | None:

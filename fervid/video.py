@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import functools
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,13 +29,11 @@ import numpy as np  # noqa: E402
 
 from .cvlog import quiet_opencv  # noqa: E402
 from .errors import BadInputError, FervidError  # noqa: E402
-from .io import atomic_path  # noqa: E402
+from .io import atomic_path, check_output, stat_input  # noqa: E402
 from .track import TrackedFace, Tracker, check_smoothing  # noqa: E402
+from .videowrite import (FALLBACK, FOURCC, encoded_size, encoder_works, fit_frame,  # noqa: E402,F401
+                         open_writer, verify_video)
 
-#: Container suffix -> FourCC. mp4v (MPEG-4 Part 2) is what the pip OpenCV wheels can encode
-#: without an H.264 encoder; MJPG in AVI is the fallback that always works.
-FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
-FALLBACK = (".avi", "MJPG")
 #: Pipeline stages in the order a frame goes through them (``recognize`` = detect + classify).
 STAGES = ("decode", "detect", "classify", "recognize", "track", "draw", "encode")
 
@@ -107,11 +103,7 @@ class VideoReader:
 def open_video(path: str | os.PathLike) -> VideoReader:
     """Open a video file or raise a one-line ``BadInputError`` that names it and the problem."""
     p = Path(path)
-    if not p.exists():
-        raise BadInputError(f"{p}: no such file")
-    if p.is_dir():
-        raise BadInputError(f"{p}: is a folder, not a video file")
-    if p.stat().st_size == 0:
+    if stat_input(p, "a video file").st_size == 0:  # a FIFO or a device would block or never end
         raise BadInputError(f"{p}: empty file (0 bytes)")
     with _quiet_opencv():
         cap = cv2.VideoCapture(str(p))
@@ -221,34 +213,6 @@ def annotate(frame: np.ndarray, faces: list[TrackedFace]) -> np.ndarray:
     return draw_faces(frame, shown, labels=[f"#{f.track_id} {f.emotion} {f.confidence:.0%}" for f in faces])
 
 
-def open_writer(path: Path, fps: float, size: tuple[int, int]) -> Any:
-    """A VideoWriter for ``path`` (FourCC from its suffix), or None if OpenCV cannot encode it."""
-    fourcc = FOURCC.get(path.suffix.lower())
-    if fourcc is None:
-        raise BadInputError(f"{path}: unsupported video suffix (use one of {', '.join(sorted(FOURCC))})")
-    with _quiet_opencv():
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
-    if not writer.isOpened():
-        writer.release()
-        return None
-    return writer
-
-
-@functools.lru_cache(maxsize=None)
-def encoder_works(suffix: str) -> bool:
-    """Whether this OpenCV build can encode ``suffix`` video (pip wheels differ: some lack H.264, some FFmpeg)."""
-    fourcc = FOURCC.get(suffix.lower())
-    if fourcc is None:
-        return False
-    with tempfile.TemporaryDirectory(prefix="fervid-enc-") as d:
-        writer = open_writer(Path(d) / f"probe{suffix.lower()}", 10.0, (64, 48))
-        if writer is None:
-            return False
-        writer.write(np.zeros((48, 64, 3), np.uint8))
-        writer.release()
-        return (Path(d) / f"probe{suffix.lower()}").stat().st_size > 0
-
-
 @dataclass
 class VideoSummary:
     source: str
@@ -290,7 +254,13 @@ def _stderr(msg: str) -> None:
 
 def _plan_outputs(src: Path, out: Path | None, csv_p: Path | None, tl_dir: Path | None, overwrite: bool,
                   notify: Callable[[str], None]) -> Path | None:
-    """Refuse outputs that exist (or are the input) up front, before minutes of work; pick the container."""
+    """Refuse outputs that exist, are the input or cannot be written, up front, before minutes of
+    work; pick the container."""
+    for p in (out, csv_p):
+        if p is not None:
+            check_output(p)
+    if tl_dir is not None:
+        check_output(tl_dir, folder=True)
     for p in (out, csv_p):
         if p is not None and src.exists() and p.exists() and p.resolve() == src.resolve():
             raise BadInputError(f"{p}: output would overwrite the input video")
@@ -311,6 +281,23 @@ def _plan_outputs(src: Path, out: Path | None, csv_p: Path | None, tl_dir: Path 
     if tl_dir is not None and tl_dir.is_dir() and not overwrite and any(tl_dir.glob("face_*.png")):
         raise BadInputError(f"{tl_dir}: already holds timeline PNGs (use --overwrite to replace them)")
     return out
+
+
+def _write_timelines(recorder: Any, folder: Path, title: str) -> list[str]:
+    """Every timeline PNG, or none: those already written are removed if one fails (a full disk)."""
+    done: list[Path] = []
+    existed = folder.is_dir()
+    try:
+        for tid in recorder.track_ids():
+            done += recorder.write_all(folder, overwrite=True, title=title, only=[tid])
+    except BaseException:
+        for p in done:
+            p.unlink(missing_ok=True)
+        if not existed:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
+        raise
+    return [str(p) for p in done]
 
 
 def process_video(recognizer: Any, source: str | os.PathLike, output: str | os.PathLike | None = None, *,
@@ -357,12 +344,16 @@ def process_video(recognizer: Any, source: str | os.PathLike, output: str | os.P
         if info.fps <= 0 and out is not None:
             warnings.append(f"{src}: frame rate unknown, writing the video at {fps_out:g} frames/s")
         writer = None
+        size = encoded_size(info.width, info.height)
         if out is not None:
             tmp = stack.enter_context(atomic_path(out, overwrite=overwrite))
-            writer = open_writer(tmp, fps_out, (info.width, info.height))
+            writer = open_writer(tmp, fps_out, size)
             if writer is None:
                 raise FervidError(f"{out}: OpenCV could not open a video writer for it")
             stack.callback(writer.release)
+            if size != (info.width, info.height):
+                warnings.append(f"{src}: frames are {info.width}x{info.height}; the video is written padded "
+                                f"to {size[0]}x{size[1]} (the encoder's smallest size)")
         csv_writer = None
         if csv_p is not None:
             tmp_csv = stack.enter_context(atomic_path(csv_p, overwrite=overwrite))
@@ -371,7 +362,7 @@ def process_video(recognizer: Any, source: str | os.PathLike, output: str | os.P
             csv_writer.writerow(csv_header(classes))
         bar = stack.enter_context(tqdm(total=info.frame_count or None, unit="frame", disable=not progress,
                                        desc=src.name, dynamic_ncols=True, leave=False))
-        size = (info.width, info.height)
+        written = 0
         for result in iter_video(recognizer, reader, every, smoothing, tracker=tracker, live=False,
                                  keep_image=writer is not None, timings=timings):
             if result.analysed:
@@ -384,12 +375,11 @@ def process_video(recognizer: Any, source: str | os.PathLike, output: str | os.P
                         recorder.add(tf.track_id, result.time, tf.smoothed)
             if writer is not None:
                 t0 = time.perf_counter()
-                frame = result.image
-                if (frame.shape[1], frame.shape[0]) != size:  # size changed mid-stream: keep the first
-                    frame = cv2.resize(frame, size)
+                frame = fit_frame(result.image, size)
                 annotate(frame, result.faces)
                 t1 = time.perf_counter()
                 writer.write(frame)
+                written += 1
                 timings["draw"] += t1 - t0
                 timings["encode"] += time.perf_counter() - t1
             bar.update(1)
@@ -398,13 +388,23 @@ def process_video(recognizer: Any, source: str | os.PathLike, output: str | os.P
         if info.frame_count and frames < info.frame_count:
             warnings.append(f"{src}: read {frames} of the {info.frame_count} frames its header announces "
                             "(truncated or corrupt file?); processed what could be decoded")
-    # ExitStack closed: writer released, CSV flushed, temp files renamed into place.
+        # Nothing is published until every output is known to be whole: the encoder fails
+        # silently, so the video is decoded again; the CSV is flushed (a full disk raises
+        # here); timelines are drawn while the other two still have temporary names.
+        if writer is not None:
+            writer.release()
+            verify_video(tmp, written, out)
+        if csv_writer is not None:
+            fh.flush()
+        if recorder is not None:
+            outputs_tl = _write_timelines(recorder, tl_dir, src.name)
+    # ExitStack closed: writer released, CSV closed, temp files renamed into place.
     if out is not None:
         outputs.append(str(out))
     if csv_p is not None:
         outputs.append(str(csv_p))
     if recorder is not None:
-        outputs += [str(p) for p in recorder.write_all(tl_dir, overwrite=True, title=src.name)]
+        outputs += outputs_tl
     seconds = time.perf_counter() - start
     return VideoSummary(str(src), frames, analysed, faces_total, tracker.total_tracks, seconds, stream_seconds,
                         outputs, {k: round(timings[k], 4) for k in STAGES if k in timings}, warnings)

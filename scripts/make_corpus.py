@@ -6,7 +6,9 @@ pixels; nothing is downloaded and nothing is committed (the 10,000 x 10,000 imag
 118 KB PNG, the decompression bombs are ~1 KB headers). ``make_corpus(dir)`` returns one
 :class:`Case` per input: what kind of input it is (which entry points can receive it),
 whether it must be handled (``ok``) or refused with a one-line error (``error``) naming
-the file and containing ``problem``, and what the web service must answer.
+the file and containing ``problem``, and what the web service must answer. ``special``
+cases (FIFOs, self-links, a sparse 2 GB file, /dev/zero, an output under a file) are
+paths, not bytes: the service never sees them.
 
 Model cases need PyTorch and onnx to be built; without them they are left out (and
 reported as skipped by ``python scripts/make_corpus.py DIR``).
@@ -465,6 +467,67 @@ def run_cases(d: Path, data_csv: Path) -> list[Case]:
     return cases
 
 
+def special_cases(d: Path) -> list[Case]:
+    """Paths that are not plain files, or that hurt when read whole (issue #26).
+
+    Each must be refused (or skipped, inside a folder) in one line without blocking and
+    without reading more than a header: a FIFO would block ``open()`` forever, ``/dev/zero``
+    never ends, two ``.`` self-links make a following walk exponential, a 2 GB sparse file
+    costs 2 GB of memory if read before its header is checked. ``extra["entry"]`` says how
+    the test gives it (``input``: as a file or folder argument; ``output``: as an output
+    path). FIFOs and sparse files need a POSIX system; without ``mkfifo`` they are left out.
+    """
+    import os
+
+    if d.exists():
+        shutil.rmtree(d)  # FIFOs and links cannot be made over themselves
+    d.mkdir(parents=True)
+    bgr, _ = _photo()
+    cases: list[Case] = []
+
+    def add(name: str, path: Path, expect: str, problem: str, note: str, **extra) -> None:
+        cases.append(Case(name, path, "special", expect, problem, note=note, extra={"entry": "input", **extra}))
+
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(d / "fifo.jpg")
+        add("fifo.jpg", d / "fifo.jpg", "error", "FIFO", "a FIFO (named pipe) named .jpg: refused, never opened")
+        os.mkfifo(d / "fifo.csv")
+        add("fifo.csv", d / "fifo.csv", "error", "FIFO", "a FIFO named fer2013-like .csv, given as --data",
+            data=True)
+        folder = d / "folder_with_fifo"
+        folder.mkdir()
+        cv2.imwrite(str(folder / "photo.jpg"), bgr)
+        os.mkfifo(folder / "pipe.jpg")
+        add("folder_with_fifo", folder, "skip", "FIFO",
+            "a folder holding a photo and a FIFO named .jpg: the photo is processed, the FIFO skipped and counted",
+            images=1, skipped=1)
+    loops = d / "self_links"
+    loops.mkdir()
+    cv2.imwrite(str(loops / "photo.jpg"), bgr)
+    os.symlink(".", loops / "s1")
+    os.symlink(".", loops / "s2")
+    add("self_links", loops, "ok", "", "a folder with two `.` self-links (ln -s . s1; ln -s . s2): walked once",
+        images=1)
+    with open(d / "sparse_2gb.jpg", "wb") as fh:  # a hole: no disk space, 2 GB to a reader
+        fh.truncate(2 * 1024 ** 3)
+    add("sparse_2gb.jpg", d / "sparse_2gb.jpg", "error", "fervid reads up to",
+        "a 2 GB sparse file named .jpg: refused from its size, nothing read")
+    with open(d / "zeros_100mb.jpg", "wb") as fh:
+        fh.truncate(100 * 1000 ** 2)
+    add("zeros_100mb.jpg", d / "zeros_100mb.jpg", "error", "no image header",
+        "100 MB of zeros named .jpg (under the size limit): refused from its first 64 KB")
+    if Path("/dev/zero").exists():
+        add("/dev/zero", Path("/dev/zero"), "error", "character device", "/dev/zero, as an image and as --data",
+            data=True)
+    os.symlink("link_loop.jpg", d / "link_loop.jpg")
+    add("link_loop.jpg", d / "link_loop.jpg", "error", "symbolic link loop", "a symbolic link to itself")
+    _write(d / "blocker", b"a regular file where an output folder is asked for\n")
+    cases.append(Case("blocker/out", d / "blocker" / "out", "special", "error", "is a file, not a folder",
+                      note="an output path under a regular file (-o blocker/out): every writing command",
+                      extra={"entry": "output", "blocker": d / "blocker"}))
+    return cases
+
+
 def make_corpus(dir: str | Path, models: bool | None = None) -> list[Case]:
     """Write every corpus file under ``dir`` and return the cases.
 
@@ -473,6 +536,7 @@ def make_corpus(dir: str | Path, models: bool | None = None) -> list[Case]:
     d = Path(dir)
     d.mkdir(parents=True, exist_ok=True)
     cases = image_cases(d / "images") + video_cases(d / "videos") + data_cases(d / "data")
+    cases += special_cases(d / "special")
     if models is None:
         try:
             import onnx  # noqa: F401
@@ -493,7 +557,8 @@ def markdown(cases: list[Case]) -> str:
     """The corpus as a Markdown table (docs/reliability.md prints it)."""
     lines = ["| kind | input | what it is | expected | service |", "|---|---|---|---|---|"]
     for c in cases:
-        expected = {"ok": "handled", "any": "handled or refused"}.get(c.expect, f"refused: *{c.problem}*")
+        expected = {"ok": "handled", "any": "handled or refused",
+                    "skip": f"handled; skipped and counted: *{c.problem}*"}.get(c.expect, f"refused: *{c.problem}*")
         if c.expect == "ok" and c.faces is not None:
             expected += f", {c.faces} face{'s' * (c.faces != 1)}" + (" (upright)" if c.upright else "")
         lines.append(f"| {c.kind} | `{c.name}` | {c.note} | {expected} | {c.serve or ''} |")

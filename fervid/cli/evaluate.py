@@ -43,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     model, meta, path = load_model_any(args.model)
     ensemble = len(split_model_list(args.model)) > 1
     out_dir = Path(args.out_dir) if args.out_dir else default_out_dir(path, args.split, ensemble)
+    from ..io import check_output
+
+    check_output(out_dir, folder=True)  # before minutes of inference
     if not args.overwrite:  # fail before minutes of inference, not after
         for p in report_paths(out_dir, args.tta).values():
             if p.exists():

@@ -22,6 +22,10 @@ def _positive(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from ..errors import BadInputError
     from ..export import calibration_faces, export_model
+    from ..io import check_output
+
+    if args.output:
+        check_output(args.output)  # before the export and its parity check run
 
     if args.int8 and not args.calib:
         raise BadInputError("--int8 needs --calib: a FER-2013 source (fer2013.csv or the Kaggle folder) "

@@ -11,6 +11,9 @@ def run(args: argparse.Namespace) -> int:
     src = Path(args.metrics).expanduser()
     rows = read_metrics(src)
     out = Path(args.output) if args.output else (src if src.is_dir() else src.parent) / "curves.png"
+    from ..io import check_output
+
+    check_output(out)
     plot_curves(rows, out, title=args.title or "", overwrite=args.overwrite)
     best = best_epoch(rows)
     acc = next(r["val_acc"] for r in reversed(rows) if int(r["epoch"]) == best) if best is not None else float("nan")

@@ -15,18 +15,30 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _positive_mb(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of megabytes, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return v
+
+
 def run(args: argparse.Namespace) -> int:
     import cv2
     from tqdm import tqdm
 
     from ..batch import TableWriter, annotated_path, describe, error_row, expand_inputs, face_rows
     from ..draw import annotate
-    from ..errors import BadInputError
-    from ..io import atomic_path
+    from ..errors import BadInputError, OutputError
+    from ..io import atomic_path, check_output, nearly_full
     from ..recognize import Recognizer, read_image
 
     out_dir = Path(args.out_dir)
     table = out_dir / f"predictions.{args.format}"
+    check_output(out_dir, folder=True)  # before the model loads and any image is read
+    max_bytes = int(args.max_image_mb * 1_000_000)
     recognizer = Recognizer(args.model, min_confidence=args.min_confidence, min_face=args.min_face,
                             classes=args.classes, detect=not args.no_detect, threads=args.threads,
                             **({"pad": args.pad} if args.pad is not None else {}), **detect_kwargs(args))
@@ -56,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         for item in bar:
             file = str(item.path)
             try:
-                image = read_image(item.path)
+                image = read_image(item.path, max_bytes=max_bytes, flag="--max-image-mb")
             except BadInputError as e:
                 failures.append(e)
                 say(f"fervid predict: error: {e}", err=True)
@@ -72,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
                 dest = annotated_path(out_dir, item)
                 with atomic_path(dest, overwrite=True) as tmp_img:
                     if not cv2.imwrite(str(tmp_img), annotate(image, faces)):
-                        raise BadInputError(f"{dest}: OpenCV could not write this image")
+                        why = "no space left on device" if nearly_full(dest.parent) else "OpenCV could not encode it"
+                        raise OutputError(f"{dest}: cannot write: {why}")
             say(describe(file, faces))
         bar.close()
     parts = [f"{n_faces} face{'s' * (n_faces != 1)} in {n_images} image{'s' * (n_images != 1)}",
@@ -108,6 +121,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "where none was found, to give tightly cropped faces context (default: 0.1; 0 = off)")
     add_detect_flags(p)
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
+    p.add_argument("--max-image-mb", type=_positive_mb, default=256.0, metavar="MB",
+                   help="largest image file read, checked before reading it (default: 256)")
     p.add_argument("--no-annotate", action="store_true", help="write the table only, no annotated images")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("-q", "--quiet", action="store_true", help="no line per image (errors and summary only)")

@@ -38,6 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="largest video upload, in MB (default: 50)")
     p.add_argument("--max-video-seconds", type=float, default=60.0, metavar="S",
                    help="longest video accepted, in seconds (default: 60)")
+    p.add_argument("--max-uploads", type=int, default=32, metavar="N",
+                   help="image requests received or processed at once; more are answered 503 with "
+                   "Retry-After (default: 32)")
+    p.add_argument("--max-video-uploads", type=int, default=4, metavar="N",
+                   help="video requests received or processed at once; more are answered 503 (default: 4)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="server log level (default: info)")
     p.set_defaults(func=run)
@@ -77,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     config = serve.ServeConfig(
         model=model, max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
         max_batch_files=args.max_batch_files, max_batch_mb=args.max_batch_mb, max_video_mb=args.max_video_mb,
-        max_video_seconds=args.max_video_seconds, concurrency=threads, min_confidence=args.min_confidence,
+        max_video_seconds=args.max_video_seconds, max_uploads=args.max_uploads,
+        max_video_uploads=args.max_video_uploads, concurrency=threads, min_confidence=args.min_confidence,
         min_face=args.min_face, classes=classes, detect_size=args.detect_size)
     _check_port(args.host, args.port)
     import logging

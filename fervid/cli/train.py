@@ -154,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from ..engine import TrainConfig, train  # without torch: one line from cli.main
+    from ..io import check_output, output_errors
 
     if args.resume:
         given = [f for f in given_config_flags(args) if f not in RESUME_SETTINGS]
@@ -163,7 +164,13 @@ def run(args: argparse.Namespace) -> int:
         cfg = TrainConfig(out=args.resume, threads=args.threads or 0)
     else:
         cfg = config_from_args(args)
-    summary = train(cfg, resume=bool(args.resume), progress=not args.no_progress)
+        # The run records where its data is, wherever it is resumed from: a relative path
+        # saved as given would be looked up from the resuming shell's folder instead.
+        if cfg.data and not Path(cfg.data).expanduser().is_absolute() and Path(cfg.data).expanduser().exists():
+            cfg.data = str(Path(cfg.data).expanduser().resolve())
+    check_output(cfg.out, folder=True)  # before the data is read and the model built
+    with output_errors(cfg.out):  # a full disk mid-run: one line, not torch's traceback
+        summary = train(cfg, resume=bool(args.resume), progress=not args.no_progress)
     _write_curves(Path(summary["out"]))  # rank 0 only, checked inside
     if os.environ.get("RANK", "0") == "0":
         print(f"best val accuracy {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']}; "
