@@ -7,6 +7,7 @@ folders and ``fer2013new.csv`` from the same rows, so both layouts must agree fa
 from __future__ import annotations
 
 import csv
+import json
 import os
 import time
 from pathlib import Path
@@ -342,4 +343,34 @@ def test_shared_ferplus_counts_agreement_and_fast_second_load(monkeypatch):
         cpu.append(time.process_time() - t0)
     assert fs.classes == FER_CLASSES and len(fs) > 28000
     assert min(cpu) < 1.0, cpu
+
+
+# --- training and scoring -----------------------------------------------------------------------
+
+def test_training_on_soft_targets_with_mixing(release, tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from fervid import checkpoint as ckpt
+    from fervid import engine
+
+    torch.set_num_threads(1)
+    root, _ = release
+    targets = []
+    real = engine.F.cross_entropy
+
+    def spy(logits, target, *a, **k):
+        targets.append((target.dtype, tuple(target.shape)))
+        return real(logits, target, *a, **k)
+
+    monkeypatch.setattr(engine.F, "cross_entropy", spy)
+    cfg = engine.TrainConfig(data=str(root / "ferplus"), labels="soft", model="vgg_tiny", epochs=1, batch_size=8,
+                             lr=0.01, threads=1, device="cpu", precision="fp32", mixup=0.2, cutmix=0.2,
+                             label_smoothing=0.1, class_weighting="loss", out=str(tmp_path / "run"))
+    summary = engine.train(cfg, progress=False)
+    # Training: probability targets over the 8 classes; validation: the majority's class indices.
+    assert (torch.float32, (8, 8)) in targets and any(d == torch.int64 for d, _ in targets)
+    model, meta = ckpt.load_model(summary["model"])
+    assert meta["classes"] == list(ALL_CLASSES)
+    val = load_faces(root / "ferplus", "PublicTest")
+    assert summary["best_val_acc"] == pytest.approx(
+        float((engine.predict_logits(model, val.images).argmax(1).numpy() == val.labels).mean()), abs=1e-4)
 
