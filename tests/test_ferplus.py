@@ -374,3 +374,29 @@ def test_training_on_soft_targets_with_mixing(release, tmp_path, monkeypatch):
     assert summary["best_val_acc"] == pytest.approx(
         float((engine.predict_logits(model, val.images).argmax(1).numpy() == val.labels).mean()), abs=1e-4)
 
+
+def test_evaluate_reports_majority_and_soft_cross_entropy(release, tiny_model, tmp_path, capsys):
+    pytest.importorskip("torch")
+    from fervid.cli import main
+    from fervid.engine import predict_logits
+    from fervid.evaluate import load_eval_faces, load_model_any, load_soft_faces
+
+    root, _ = release
+    src = root / "ferplus"
+    rc = main(["evaluate", "--model", str(tiny_model), "--data", str(src), "--split", "PublicTest",
+               "--labels", "soft", "--out-dir", str(tmp_path / "ev")])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.splitlines()[-1].startswith("accuracy: ")
+    assert "cross-entropy to the FER+ vote distributions" in out
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    model, meta, _ = load_model_any(tiny_model)
+    majority = load_eval_faces(src, "PublicTest", meta, labels="soft")  # scored on the majority
+    assert report["labels"] == "majority" and report["n"] == len(majority) and majority.targets is None
+    pred = predict_logits(model, majority.images).numpy().argmax(1)
+    assert report["accuracy"] == pytest.approx(float((pred == majority.labels).mean()))
+    soft = load_soft_faces(src, "PublicTest", meta)  # the 7-class model: contempt's share renormalised away
+    z = predict_logits(model, soft.images).double().numpy()
+    logp = z - z.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    assert report["soft_loss"] == pytest.approx(float(-(soft.targets * logp).sum(1).mean()), rel=1e-5)
+    assert report["soft_n"] == len(soft)
