@@ -335,7 +335,9 @@ def test_shared_ferplus_counts_agreement_and_fast_second_load(monkeypatch):
     maj = majority_labels(raw.votes)
     both = (raw.usage == 1) & (maj >= 0) & (raw.labels >= 0)
     agree = float((maj[both] == raw.labels[both]).mean())
-    assert 0.60 < agree < 0.65, agree  # the README's 62.5%: FER+ relabels a third of the faces
+    # Measured 0.671 over the 3,181 majority-kept PublicTest faces with a sure original label (the
+    # shared README's 62.5% counts over another set of faces); FER+ relabels about a third of them.
+    assert 0.65 < agree < 0.69, agree
     cpu = []
     for _ in range(3):
         t0 = time.process_time()
