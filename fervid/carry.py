@@ -93,7 +93,7 @@ def unpack(src: str | os.PathLike, run_dir: str | os.PathLike) -> dict[str, Any]
     """Rebuild a resumable ``run_dir/last.pt`` from a file made by :func:`pack`."""
     from . import checkpoint as ckpt
     from .averaging import make_ema
-    from .data import ClassSet
+    from .classes import FER_CLASSES, FERPLUS_CLASSES, ClassSet
     from .engine import RUN_FILES, make_optimizer
     from .models import create_model, train_whitening
 
@@ -106,19 +106,28 @@ def unpack(src: str | os.PathLike, run_dir: str | os.PathLike) -> dict[str, Any]
         cfg = TrainConfig.from_dict({**header["config"], "out": str(out)})
     except BadInputError as e:
         raise ModelFileError(f"{src}: carried config cannot be used: {e}") from None
-    try:
-        n_classes = len(ClassSet.parse(cfg.classes, cfg.merge).classes)
-        model = create_model(cfg.model, num_classes=n_classes,
-                             **({"dropout": cfg.dropout} if cfg.dropout >= 0 else {}))
-        if not cfg.whiten:  # trained, not frozen: the optimizer must hold it as the engine's did
-            train_whitening(model)
-    except (BadInputError, ValueError) as e:
-        raise ModelFileError(f"{src}: carried config cannot be used: {e}") from None
-    reference = model.state_dict()
-    try:
-        model.load_state_dict({k: v.to(reference[k].dtype) if k in reference else v for k, v in tensors.items()})
-    except RuntimeError:
-        raise ModelFileError(f"{src}: carried weights do not fit the {cfg.model} model of its config") from None
+    # "all" is 7 classes on FER-2013 and 8 on FER+, and the data may not be on this machine:
+    # the class count is the one (of the two readings of the config) whose model the weights fit.
+    model = None
+    for universe in (FER_CLASSES, FERPLUS_CLASSES):
+        try:
+            n_classes = len(ClassSet.parse(cfg.classes, cfg.merge, universe).classes)
+            candidate = create_model(cfg.model, num_classes=n_classes,
+                                     **({"dropout": cfg.dropout} if cfg.dropout >= 0 else {}))
+            if not cfg.whiten:  # trained, not frozen: the optimizer must hold it as the engine's did
+                train_whitening(candidate)
+        except (BadInputError, ValueError) as e:
+            raise ModelFileError(f"{src}: carried config cannot be used: {e}") from None
+        reference = candidate.state_dict()
+        try:
+            candidate.load_state_dict({k: v.to(reference[k].dtype) if k in reference else v
+                                       for k, v in tensors.items()})
+        except RuntimeError:
+            continue
+        model = candidate
+        break
+    if model is None:
+        raise ModelFileError(f"{src}: carried weights do not fit the {cfg.model} model of its config")
     ema = make_ema(model, cfg.ema) if cfg.ema > 0 else None  # starts again from the carried weights
     history = list(header["history"])
     state = {"config": cfg.to_dict(), "epoch": header["epoch"], "step": header["step"],

@@ -32,6 +32,7 @@ class TrainConfig:
     val_split: str = "PublicTest"
     classes: str = "all"
     merge: str = ""
+    labels: str = "auto"  # FER+ target: auto | fer2013 | majority | soft (auto: FER+ majority on FER+, FER-2013's own elsewhere)
     limit: int = 0  # train on a seeded random N of the training faces (quick experiments, tests)
     # model and optimisation
     model: str = "vgg_s"
@@ -90,7 +91,8 @@ class TrainConfig:
     def validate(self) -> None:
         """Refuse values that would fail deep inside training (or, worse, silently train something else)."""
         choices = {"optimizer": ("sgd", "adamw", "muon"), "schedule": ("cosine", "onecycle", "constant", "triangle"),
-                   "class_weighting": ("none", "loss", "sampler"), "precision": ("auto", "bf16", "fp32")}
+                   "class_weighting": ("none", "loss", "sampler"), "precision": ("auto", "bf16", "fp32"),
+                   "labels": ("auto", "fer2013", "majority", "soft")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise BadInputError(f"unknown {name.replace('_', ' ')} {getattr(self, name)!r} "

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import TrainConfig
-from .data import ClassSet, FaceSet, load_faces
+from .data import FaceSet, class_set_for, load_faces
 from .errors import BadInputError
 from .io import atomic_path, write_text_atomic
 
@@ -60,7 +60,7 @@ def make_folds(labels: np.ndarray, k: int, seed: int,
 
 def load_pool(cfg: TrainConfig, splits: str) -> FaceSet:
     """The faces the folds are cut from: ``splits`` of ``cfg.data``, cut to ``cfg.limit`` the way the engine does."""
-    faces = load_faces(cfg.data, splits, ClassSet.parse(cfg.classes, cfg.merge))
+    faces = load_faces(cfg.data, splits, class_set_for(cfg.data, cfg.classes, cfg.merge, cfg.labels), labels=cfg.labels)
     if cfg.limit and cfg.limit < len(faces):
         keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(faces))[:cfg.limit])
         faces = _subset(faces, keep, faces.name)
@@ -68,9 +68,7 @@ def load_pool(cfg: TrainConfig, splits: str) -> FaceSet:
 
 
 def _subset(faces: FaceSet, idx: np.ndarray, name: str) -> FaceSet:
-    labels = faces.labels[idx]
-    return FaceSet(faces.images[idx], labels, faces.classes, name,
-                   {c: int((labels == i).sum()) for i, c in enumerate(faces.classes)})
+    return faces.subset(idx, name)
 
 
 def _fingerprint(faces: FaceSet) -> str:

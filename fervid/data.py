@@ -26,83 +26,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .classes import ALL_CLASSES, FER_CLASSES, FERPLUS_CLASSES, PRESET_CLASS_SETS, ClassSet  # noqa: F401  (re-exported)
 from .cvlog import quiet_opencv
 from .errors import BadInputError
 from .io import HEAD_BYTES, open_input, stat_input
 from .preprocess import FACE_SIZE, equalize_batch
 
-#: Class names in the CSV's numbering (0 angry ... 6 neutral).
-FER_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 #: Official splits in the CSV's ``Usage`` column; index is the stored code.
 USAGES: tuple[str, ...] = ("Training", "PublicTest", "PrivateTest", "Unknown")
 #: Folder a face was found in (Kaggle layout), used when a file has no split prefix.
 GROUPS: tuple[str, ...] = ("train", "test", "none")
-PRESET_CLASS_SETS: dict[str, tuple[str, ...]] = {
-    "all": FER_CLASSES,
-    "no-disgust": tuple(c for c in FER_CLASSES if c != "disgust"),
-    "no-disgust-fear": tuple(c for c in FER_CLASSES if c not in ("disgust", "fear")),
-}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
 _PREFIX = re.compile(r"^(Training|PublicTest|PrivateTest)_", re.IGNORECASE)
 _CACHE_VERSION = 2
 #: One record per face in the cache file; a structured dtype keeps it one memory-mappable array.
 _CACHE_DTYPE = np.dtype([("raw", np.uint8, (FACE_SIZE, FACE_SIZE)), ("eq", np.uint8, (FACE_SIZE, FACE_SIZE)),
                          ("label", np.uint8), ("usage", np.uint8), ("group", np.uint8)])
-
-
-@dataclass(frozen=True)
-class ClassSet:
-    """Which FER classes a model predicts, and which source classes fold into which.
-
-    ``merge`` maps a source class to a kept class (``disgust -> angry``); classes
-    neither kept nor merged are dropped from the data.
-    """
-
-    classes: tuple[str, ...] = FER_CLASSES
-    merge: tuple[tuple[str, str], ...] = ()
-
-    @classmethod
-    def parse(cls, spec: str = "all", merge: str | None = None) -> "ClassSet":
-        """``spec``: a preset (all, no-disgust, no-disgust-fear) or a comma list of names.
-        ``merge``: comma list of ``src:dst`` pairs, e.g. ``disgust:angry``."""
-        spec = (spec or "all").strip().lower()
-        if spec in PRESET_CLASS_SETS:
-            classes = PRESET_CLASS_SETS[spec]
-        else:
-            classes = tuple(c.strip() for c in spec.split(",") if c.strip())
-            unknown = [c for c in classes if c not in FER_CLASSES]
-            if unknown or not classes:
-                raise BadInputError(
-                    f"unknown class set {spec!r}: use one of {', '.join(PRESET_CLASS_SETS)} "
-                    f"or a comma list of {', '.join(FER_CLASSES)}")
-            if len(set(classes)) != len(classes):
-                raise BadInputError(f"class set {spec!r} names a class twice")
-        pairs: list[tuple[str, str]] = []
-        for item in (merge or "").split(","):
-            if not item.strip():
-                continue
-            src, sep, dst = item.partition(":")
-            src, dst = src.strip().lower(), dst.strip().lower()
-            if not sep or src not in FER_CLASSES or dst not in classes or src in classes:
-                raise BadInputError(
-                    f"bad merge {item!r}: write SRC:DST with SRC a dropped FER class and DST a kept one")
-            pairs.append((src, dst))
-        return cls(tuple(classes), tuple(pairs))
-
-    def label_map(self) -> np.ndarray:
-        """Array mapping each FER label (0..6) to an index into ``classes``, or -1 to drop."""
-        out = np.full(len(FER_CLASSES), -1, dtype=np.int64)
-        for i, name in enumerate(self.classes):
-            out[FER_CLASSES.index(name)] = i
-        for src, dst in self.merge:
-            out[FER_CLASSES.index(src)] = self.classes.index(dst)
-        return out
-
-    def describe(self) -> str:
-        text = ",".join(self.classes)
-        if self.merge:
-            text += " (merged " + ", ".join(f"{s}->{d}" for s, d in self.merge) + ")"
-        return text
 
 
 @dataclass
@@ -124,16 +63,28 @@ class RawFer:
 
 @dataclass
 class FaceSet:
-    """Equalized faces with labels indexed into ``classes``: what training and evaluation eat."""
+    """Equalized faces with labels indexed into ``classes``: what training and evaluation eat.
+
+    ``targets`` (FER+ ``--labels soft``) holds each face's label distribution over
+    ``classes``; ``labels`` is then its most voted class, for accuracy and class counts.
+    """
 
     images: np.ndarray  # uint8 [N, 48, 48], equalized
     labels: np.ndarray  # int64 [N]
     classes: tuple[str, ...]
     name: str = ""
     counts: dict[str, int] = field(default_factory=dict)
+    targets: np.ndarray | None = None  # float32 [N, len(classes)], rows summing to 1; None = hard labels
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def subset(self, idx: np.ndarray, name: str | None = None) -> "FaceSet":
+        """The faces at ``idx`` (soft targets and counts follow them)."""
+        labels = self.labels[idx]
+        return FaceSet(self.images[idx], labels, self.classes, self.name if name is None else name,
+                       {c: int((labels == i).sum()) for i, c in enumerate(self.classes)},
+                       None if self.targets is None else self.targets[idx])
 
 
 def _cache_dir() -> Path:
@@ -200,6 +151,16 @@ def _decode(path: str) -> np.ndarray | None:
     return img
 
 
+def decode_images(paths: list[str]) -> np.ndarray:
+    """Every image in ``paths`` as 48x48 gray, decoded on a few threads; a bad file is a one-line error."""
+    with quiet_opencv(), ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        images = list(pool.map(_decode, paths, chunksize=256))  # bad files: our one line, not OpenCV's log
+    for p, img in zip(paths, images):
+        if img is None:
+            raise BadInputError(f"{p}: cannot read this image (corrupt or not an image)")
+    return np.stack(images)
+
+
 def _read_folder(root: Path, files: list[tuple[str, int, int]]) -> RawFer:
     paths, labels, usage, group = [], [], [], []
     for rel, _size, _mtime in files:
@@ -228,12 +189,7 @@ def _read_folder(root: Path, files: list[tuple[str, int, int]]) -> RawFer:
         group.append(grp_code)
     if not paths:
         raise BadInputError(f"{root}: no images found (expected <split>/<emotion>/<image> files)")
-    with quiet_opencv(), ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        images = list(pool.map(_decode, paths, chunksize=256))  # bad files: our one line, not OpenCV's log
-    for p, img in zip(paths, images):
-        if img is None:
-            raise BadInputError(f"{p}: cannot read this image (corrupt or not an image)")
-    return RawFer(np.stack(images), np.asarray(labels, np.int64), np.asarray(usage, np.int8),
+    return RawFer(decode_images(paths), np.asarray(labels, np.int64), np.asarray(usage, np.int8),
                   np.asarray(group, np.int8), str(root))
 
 
@@ -306,32 +262,49 @@ def _read_csv(path: Path) -> RawFer:
                   np.full(n, GROUPS.index("none"), np.int8), str(path))
 
 
-def _cache_paths(src: Path, key_items: list) -> tuple[Path, str]:
-    """The cache file for this source state, and the glob of older states of the same source."""
+def cache_paths(src: Path, key_items: list, kind: str = f"fer-v{_CACHE_VERSION}") -> tuple[Path, str]:
+    """The cache file for this source state, and the glob of older states of the same source.
+
+    ``kind`` names the record layout and its version (each reader has its own), so a
+    layout change never reads another's file.
+    """
     where = hashlib.sha1(str(src.resolve()).encode()).hexdigest()[:16]
-    state = hashlib.sha1(repr((_CACHE_VERSION, key_items)).encode()).hexdigest()[:16]
-    return _cache_dir() / f"fer-v{_CACHE_VERSION}-{where}-{state}.npy", f"fer-v{_CACHE_VERSION}-{where}-*.npy"
+    state = hashlib.sha1(repr((kind, key_items)).encode()).hexdigest()[:16]
+    return _cache_dir() / f"{kind}-{where}-{state}.npy", f"{kind}-{where}-*.npy"
+
+
+def _cache_paths(src: Path, key_items: list) -> tuple[Path, str]:
+    return cache_paths(src, key_items)
+
+
+def load_records(cache: Path, dtype: np.dtype) -> np.ndarray | None:
+    """A cache file's records, memory-mapped, or None when missing, damaged or of another layout."""
+    try:
+        rec = np.load(cache, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):  # damaged or truncated: rebuilt, never trusted
+        return None
+    if rec.dtype != dtype or rec.ndim != 1 or len(rec) == 0:
+        return None
+    return rec
 
 
 def _load_cache(cache: Path, src: Path) -> RawFer | None:
     """The cached faces, memory-mapped, or None when the file is missing or damaged."""
+    rec = load_records(cache, _CACHE_DTYPE)
+    if rec is None:
+        return None
     try:
-        rec = np.load(cache, mmap_mode="r", allow_pickle=False)
-        if rec.dtype != _CACHE_DTYPE or rec.ndim != 1 or len(rec) == 0:
-            return None
         labels, usage, group = (np.asarray(rec[k]) for k in ("label", "usage", "group"))
-        if labels.max() >= len(FER_CLASSES) or usage.max() >= len(USAGES) or group.max() >= len(GROUPS):
-            return None
-    except (OSError, ValueError, EOFError):  # damaged or truncated: rebuilt, never trusted
+    except (OSError, ValueError):
+        return None
+    if labels.max() >= len(FER_CLASSES) or usage.max() >= len(USAGES) or group.max() >= len(GROUPS):
         return None
     return RawFer(rec["raw"], labels.astype(np.int64), usage.astype(np.int8), group.astype(np.int8),
                   str(src), equalized=rec["eq"])
 
 
-def _write_cache(cache: Path, stale_glob: str, raw: RawFer, equalized: np.ndarray) -> None:
-    rec = np.empty(len(raw.labels), dtype=_CACHE_DTYPE)
-    rec["raw"], rec["eq"] = raw.images, equalized
-    rec["label"], rec["usage"], rec["group"] = raw.labels, raw.usage, raw.group
+def save_records(cache: Path, stale_glob: str, rec: np.ndarray) -> None:
+    """Write ``rec`` atomically to ``cache`` and remove the same source's older cache files."""
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.stem}.{os.getpid()}.tmp.npy")
@@ -347,6 +320,13 @@ def _write_cache(cache: Path, stale_glob: str, raw: RawFer, equalized: np.ndarra
             old.unlink(missing_ok=True)
     except OSError as e:  # a read-only cache dir costs speed, not correctness
         print(f"fervid: could not write cache {cache}: {e}", file=sys.stderr)
+
+
+def _write_cache(cache: Path, stale_glob: str, raw: RawFer, equalized: np.ndarray) -> None:
+    rec = np.empty(len(raw.labels), dtype=_CACHE_DTYPE)
+    rec["raw"], rec["eq"] = raw.images, equalized
+    rec["label"], rec["usage"], rec["group"] = raw.labels, raw.usage, raw.group
+    save_records(cache, stale_glob, rec)
 
 
 def read_source(source: str | os.PathLike, use_cache: bool = True) -> RawFer:
@@ -414,20 +394,45 @@ def splits_found(raw: RawFer) -> list[str]:
     return found
 
 
+def class_set_for(source: str | os.PathLike, spec: str = "all", merge: str | None = None,
+                  labels: str = "auto") -> ClassSet:
+    """The class set ``spec``/``merge`` means on ``source`` with ``labels``: ``all`` is FER+'s
+    eight classes on FER+ votes and FER-2013's seven otherwise; a class the labels never
+    give (contempt with FER-2013 labels) is refused rather than trained as a dead output."""
+    from .ferplus import label_mode
+
+    mode = label_mode(source, labels)
+    universe = FER_CLASSES if mode == "fer2013" else FERPLUS_CLASSES
+    class_set = ClassSet.parse(spec, merge, universe)
+    class_set.check_within(universe, f"{source} with {mode} labels")
+    return class_set
+
+
 def load_faces(source: str | os.PathLike, split: str, class_set: ClassSet | None = None,
-               use_cache: bool = True) -> FaceSet:
-    """The faces of ``split`` in ``source``, equalized, relabelled to ``class_set``."""
-    class_set = class_set or ClassSet()
+               use_cache: bool = True, labels: str = "auto") -> FaceSet:
+    """The faces of ``split`` in ``source``, equalized, relabelled to ``class_set``.
+
+    ``labels`` picks the target on FER+ sources (see :mod:`fervid.ferplus`): ``fer2013``
+    (the original labels), ``majority`` or ``soft``; ``auto`` is FER-2013's own labels on
+    FER-2013 and the FER+ majority on FER+.
+    """
+    from .ferplus import ferplus_source, label_mode, load_ferplus_faces
+
+    mode = label_mode(source, labels)
+    class_set = class_set or class_set_for(source, "all", None, mode)
+    plus = ferplus_source(source, mode)
+    if plus is not None:
+        return load_ferplus_faces(plus, split, class_set, mode, use_cache=use_cache)
     raw = read_source(source, use_cache=use_cache)
     mapped = class_set.label_map()[raw.labels]
     mask = split_mask(raw, split) & (mapped >= 0)
     if not mask.any():
         raise BadInputError(f"{source}: split {split!r} has no faces of classes "
                             f"{class_set.describe()} (splits found: {', '.join(splits_found(raw))})")
-    labels = mapped[mask]
-    counts = {c: int((labels == i).sum()) for i, c in enumerate(class_set.classes)}
+    hard = mapped[mask]
+    counts = {c: int((hard == i).sum()) for i, c in enumerate(class_set.classes)}
     if raw.equalized is not None:  # from the cache: a copy out of the memory map
         images = np.asarray(raw.equalized[mask])
     else:
         images = equalize_batch(np.asarray(raw.images[mask]))
-    return FaceSet(images, labels, class_set.classes, name=f"{Path(source).name}:{split}", counts=counts)
+    return FaceSet(images, hard, class_set.classes, name=f"{Path(source).name}:{split}", counts=counts)

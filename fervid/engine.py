@@ -23,9 +23,10 @@ from . import checkpoint as ckpt
 from .averaging import make_ema, make_swa, refresh_bn
 from .augment import AugmentConfig, alternate_flips, augment, mix_batch  # noqa: F401  (AugmentConfig: re-exported)
 from .config import TrainConfig
-from .data import ClassSet, FaceSet, load_faces
+from .data import FaceSet, class_set_for, load_faces
 from .distill import distill_loss, load_teachers, teacher_probs
 from .errors import BadInputError, FervidError, ModelFileError
+from .ferplus import scoring_labels
 from .io import write_text_atomic
 from .models import count_flops, count_params, create_model, init_whitening, train_whitening
 from .optim import lr_factor, make_optimizer, set_lr  # noqa: F401  (lr_factor, make_optimizer: re-exported)
@@ -236,19 +237,20 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     if per_rank < 1:
         raise BadInputError(f"batch size {cfg.batch_size} is smaller than the {world} processes sharing it")
 
-    class_set = ClassSet.parse(cfg.classes, cfg.merge)
+    class_set = class_set_for(cfg.data, cfg.classes, cfg.merge, cfg.labels)
     if train_set is None:
-        train_set = load_faces(cfg.data, cfg.train_split, class_set)
-    if val_set is None:
-        val_set = load_faces(cfg.data, cfg.val_split, class_set)
+        train_set = load_faces(cfg.data, cfg.train_split, class_set, labels=cfg.labels)
+    if val_set is None:  # validated on hard labels (soft-trained FER+ models: the majority, as FER+ scores)
+        val_set = load_faces(cfg.data, cfg.val_split, class_set, labels=scoring_labels(cfg.labels))
     if cfg.limit and cfg.limit < len(train_set):  # a seeded random subset: sources are sorted by class
         keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(train_set))[:cfg.limit])
-        labels_kept = train_set.labels[keep]
-        train_set = FaceSet(train_set.images[keep], labels_kept, train_set.classes, train_set.name,
-                            {c: int((labels_kept == i).sum()) for i, c in enumerate(train_set.classes)})
+        train_set = train_set.subset(keep)
     classes = list(class_set.classes)
     images = torch.from_numpy(train_set.images)
     labels = torch.from_numpy(train_set.labels)
+    # FER+ --labels soft: cross-entropy against each face's vote distribution (F.cross_entropy takes
+    # probabilities as targets; label smoothing, class weights, mixup and CutMix mix them the same way).
+    targets = None if train_set.targets is None else torch.from_numpy(train_set.targets)
     counts = torch.bincount(labels, minlength=len(classes)).float()
 
     torch.manual_seed(cfg.seed)
@@ -343,7 +345,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                    disable=not progress or rank != 0 or not sys.stderr.isatty())
         for i in bar:
             idx = order[i * per_rank:(i + 1) * per_rank]
-            y = labels[idx]
+            y = labels[idx] if targets is None else targets[idx]
             flip = None if flips is None else flips[idx] ^ bool(epoch % 2)
             x = augment(to_input(images[idx], cpu), cfg.augment, g_aug, flip)  # on the CPU: g_aug is a CPU generator
             if size and size != x.shape[-1]:  # progressive resizing: early epochs on smaller faces
@@ -376,7 +378,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             step += 1
             seen += len(y)
             loss_sum += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
+            correct += int((logits.argmax(1) == labels[idx].to(device)).sum())
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", lr=f"{lr:.4f}", refresh=False)
         bar.close()
         train_seconds = time.time() - t0

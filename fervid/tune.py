@@ -293,7 +293,8 @@ def tune(base: TrainConfig, settings: TuneSettings, trials: int | None = 20, tim
     """
     import optuna
 
-    from .data import ClassSet, load_faces
+    from .data import class_set_for, load_faces
+    from .ferplus import scoring_labels
     from .tune_report import write_reports
 
     if trials is not None and trials < 1:
@@ -302,9 +303,9 @@ def tune(base: TrainConfig, settings: TuneSettings, trials: int | None = 20, tim
         raise BadInputError(f"--timeout {timeout}: must be a positive number of seconds")
     settings = check_settings(base, settings)
     out = Path(settings.out)
-    class_set = ClassSet.parse(base.classes, base.merge)
-    train_set = load_faces(base.data, base.train_split, class_set)
-    val_set = load_faces(base.data, base.val_split, class_set)
+    class_set = class_set_for(base.data, base.classes, base.merge, base.labels)
+    train_set = load_faces(base.data, base.train_split, class_set, labels=base.labels)
+    val_set = load_faces(base.data, base.val_split, class_set, labels=scoring_labels(base.labels))
     _save_state(base, settings, check_only=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Heartbeats and stale-trial handling are "experimental" in Optuna 5 and warn on every call.

@@ -31,7 +31,9 @@ def default_out_dir(model_path: Path, split: str, ensemble: bool = False) -> Pat
 
 def run(args: argparse.Namespace) -> int:
     from ..ensemble import split_model_list
-    from ..evaluate import evaluate, format_report, load_eval_faces, load_model_any, report_paths, write_report
+    from ..evaluate import (evaluate, format_report, load_eval_faces, load_model_any, load_soft_faces, report_paths,
+                            write_report)
+    from ..ferplus import label_mode, scoring_labels
 
     if args.threads:
         try:
@@ -52,9 +54,12 @@ def run(args: argparse.Namespace) -> int:
                 from ..errors import BadInputError
 
                 raise BadInputError(f"{p}: already exists (use --overwrite to replace it)")
-    faces = load_eval_faces(args.data, args.split, meta, classes=args.classes, merge=args.merge)
+    mode = label_mode(args.data, args.labels)
+    faces = load_eval_faces(args.data, args.split, meta, classes=args.classes, merge=args.merge, labels=mode)
+    soft = load_soft_faces(args.data, args.split, meta, args.classes, args.merge) if mode == "soft" else None
     report = evaluate(model, meta, faces, tta=args.tta, batch_size=args.batch_size, device=args.device,
-                      precision=args.precision, model_name=args.model if ensemble else str(path))
+                      precision=args.precision, model_name=args.model if ensemble else str(path),
+                      soft=soft, labels=scoring_labels(mode))
     paths = write_report(report, out_dir, overwrite=args.overwrite)
     print(format_report(report))
     print(f"report: {paths['report']}  confusion matrix: {paths['confusion']}")
@@ -63,14 +68,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="score a model on a labelled FER-2013 split",
-                       description="Score a fervid model on a FER-2013 split: accuracy, macro-F1, per-class "
+    p = sub.add_parser("evaluate", help="score a model on a labelled FER-2013 or FER+ split",
+                       description="Score a fervid model on a FER-2013 or FER+ split: accuracy, macro-F1, per-class "
                        "precision/recall/F1, confusion matrix PNG and a JSON report. The last line printed "
                        "is 'accuracy: <float>'.")
     p.add_argument("--model", required=True,
                    help="model: a .safetensors file, a training run folder (its best model) or an exported .onnx; "
                    "several, comma-separated, score their ensemble (softmax averaged)")
-    p.add_argument("--data", required=True, help="FER-2013 source: fer2013.csv or a folder in the Kaggle layout")
+    p.add_argument("--data", required=True,
+                   help="FER-2013 source (fer2013.csv or a folder in the Kaggle layout) or FER+ (the FER2013Train/... "
+                   "folders, or fer2013new.csv beside fer2013.csv)")
+    p.add_argument("--labels", default="auto", choices=("auto", "fer2013", "majority", "soft"),
+                   help="labels to score against: on FER+ the majority vote (auto, majority: the protocol the "
+                   "literature reports), soft (the majority, plus the cross-entropy to the vote distributions) "
+                   "or fer2013 (the original labels); FER-2013 sources have only fer2013 (default: auto)")
     p.add_argument("--split", default="test",
                    help="split(s): Training, PublicTest, PrivateTest, train, test (test folder, or Usage "
                    "PublicTest+PrivateTest in a CSV), all; comma-separated to combine (default: test)")

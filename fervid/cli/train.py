@@ -57,10 +57,13 @@ def add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = (),
     from ..config import AugmentConfig, TrainConfig
 
     texts = {
-        "data": "FER-2013 source: fer2013.csv or a folder in the Kaggle layout",
+        "data": "FER-2013 source (fer2013.csv or a folder in the Kaggle layout) or FER+ (the FER2013Train/... "
+                "folders, or fer2013new.csv beside fer2013.csv)",
+        "labels": "training target: auto, fer2013 (original labels), majority or soft (FER+ votes; "
+                  "auto = majority on FER+, the original labels on FER-2013)",
         "train_split": "split(s) to train on: Training, PublicTest, PrivateTest, train, test, all",
         "val_split": "split for validation, checkpoint selection and early stopping",
-        "classes": "class set: all, no-disgust, no-disgust-fear or a comma list",
+        "classes": "class set: all (FER+: with contempt), fer2013, no-disgust, no-disgust-fear or a comma list",
         "merge": "fold dropped classes into kept ones, e.g. disgust:angry",
         "limit": "train on a seeded random N of the training faces (0 = all)",
         "model": "architecture (see `fervid models`)",
