@@ -178,14 +178,19 @@ def _read_label_csv(path: Path, present: set[str]) -> tuple[list[str], list[list
     return names, votes
 
 
-def _read_fer_labels(path: Path) -> dict[str, int]:
-    """``FER2013Train/fer0000000.png`` -> original FER-2013 label, for faces whose label is sure."""
+def _with_header(path: Path):
+    """The rows of a CSV with a header line, and that header in lower case; an empty file is an error."""
     rows = _rows(path)
     try:
         _, header = next(rows)
     except StopIteration:
         raise BadInputError(f"{path}: empty file") from None
-    header = [h.strip().lower() for h in header]
+    return rows, [h.strip().lower() for h in header]
+
+
+def _read_fer_labels(path: Path) -> dict[str, int]:
+    """``FER2013Train/fer0000000.png`` -> original FER-2013 label, for faces whose label is sure."""
+    rows, header = _with_header(path)
     if "ferplus_name" not in header or "fer2013_emotion" not in header:
         raise BadInputError(f"{path}: expected columns ferplus_name and fer2013_emotion")
     i_name, i_emo = header.index("ferplus_name"), header.index("fer2013_emotion")
@@ -246,12 +251,7 @@ def _read_votes_csv(path: Path) -> RawPlus:
     if not pixels_path.is_file():
         raise BadInputError(f"{path}: FER+ votes need the faces of {PIXELS_CSV} beside them ({pixels_path} not found)")
     base = fdata._read_csv(pixels_path)
-    rows = _rows(path)
-    try:
-        _, header = next(rows)
-    except StopIteration:
-        raise BadInputError(f"{path}: empty file") from None
-    header = [h.strip().lower() for h in header]
+    rows, header = _with_header(path)
     missing = [c for c in ("usage", "image name", *VOTE_COLUMNS) if c not in header]
     if missing:
         raise BadInputError(f"{path}: missing column(s) {', '.join(missing)} "

@@ -175,6 +175,12 @@ def default_map_layers(layers: Sequence[LayerInfo]) -> list[str]:
         for info in layers[ci + 1:]:
             if info.spatial and info.shape == (width, *hw) and info.same_as is None:
                 chosen = info.name
+        if chosen == layers[ci].name:
+            # A conv pooled straight away (FastNet: conv -> pool -> BN) settles nowhere at its own
+            # size; the map that size did settle into is the last activation or norm before it.
+            settled = [info.name for info in layers[:ci] if info.spatial and info.shape[1:] == hw
+                       and info.kind != "Conv2d" and info.same_as is None]
+            chosen = settled[-1] if settled else chosen
         picks.append(chosen)
     return picks
 

@@ -36,9 +36,9 @@ rank = int(os.environ["RANK"])
 current, epochs = [], []
 real_augment, real_evaluate = eng.augment, eng._evaluate
 
-def augment(x, cfg, g):
+def augment(x, cfg, g, flip=None):
     current.extend(hashlib.sha1(row.numpy().tobytes()).hexdigest() for row in x)
-    return real_augment(x, cfg, g)
+    return real_augment(x, cfg, g, flip)
 
 def evaluate(model, *args, **kw):
     result = real_evaluate(model, *args, **kw)

@@ -174,8 +174,8 @@ def test_default_layers_are_the_settled_output_of_each_stage(arch):
     assert [by_name[p].shape[1:] for p in picks] == sorted(conv_sizes, reverse=True)  # one per stage, in order
     for p in picks:
         assert by_name[p].kind != "Conv2d" and by_name[p].same_as is None
-        assert by_name[p].shape[0] == max(i.shape[0] for i in infos
-                                           if i.kind == "Conv2d" and i.shape[1:] == by_name[p].shape[1:])
+        assert by_name[p].shape[0] == max(i.shape[0] for i in infos  # the stage's width, not a conv about to pool
+                                           if i.kind != "Conv2d" and i.spatial and i.shape[1:] == by_name[p].shape[1:])
     assert insight.gradcam_layer(infos) == picks[-1]
 
 
