@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from .calibrate import DEFAULT_PRIOR, apply_prior, resolve_prior
 from .cvlog import quiet_opencv
 from .detect import DETECT_SIZE, PAD, Detection, FaceDetector
 from .errors import BadInputError, ModelFileError
@@ -321,11 +322,13 @@ class Recognizer:
     ``threads``: ONNX Runtime intra-op threads, classifier and detector (None: its default).
     ``detect_size``: longest side images are shrunk to for face detection (smaller: faster,
     but small faces are missed sooner).
+    ``prior``: ``"fer2013"`` (probabilities as trained), ``"uniform"`` or a class->weight
+    JSON/CSV file: the class mix the probabilities are re-weighted for (see :mod:`fervid.calibrate`).
     """
 
     def __init__(self, model: str | Path | None = None, *, min_confidence: float = 0.6, min_face: int = 20,
                  classes: Sequence[str] | str | None = None, detect: bool = True, threads: int | None = None,
-                 pad: float = PAD, detect_size: int = DETECT_SIZE):
+                 pad: float = PAD, detect_size: int = DETECT_SIZE, prior: str | os.PathLike | None = DEFAULT_PRIOR):
         self._session, meta, self.model_path = open_model(model, threads)
         self.meta: dict[str, Any] = meta
         self.model_classes: list[str] = list(meta["classes"])
@@ -345,6 +348,8 @@ class Recognizer:
         else:
             self.classes = list(self.model_classes)
         self._keep = np.array([self.model_classes.index(c) for c in self.classes])
+        self.prior = DEFAULT_PRIOR if prior is None else str(prior)
+        self._prior = resolve_prior(self.prior, self.model_classes, meta)
         self.detect_faces = bool(detect)
         self.detector = (FaceDetector(min_confidence, min_face, detect_size=detect_size, pad=pad, threads=threads)
                          if detect else None)
@@ -366,7 +371,7 @@ class Recognizer:
             return np.zeros((0, len(self.classes)), np.float32)
         x = (crops.astype(np.float32)[:, None] * (1.0 / 255.0) - self._mean) / self._std
         logits = self._session.run([self._output], {self._input: x})[0]
-        p = softmax(logits.astype(np.float64))[:, self._keep]
+        p = apply_prior(softmax(logits.astype(np.float64)), self._prior)[:, self._keep]
         return p / p.sum(axis=1, keepdims=True)
 
     def classify(self, gray: np.ndarray, detections: Sequence[Detection]) -> list[Face]:
@@ -393,4 +398,4 @@ class Recognizer:
 
     def __repr__(self) -> str:
         return (f"Recognizer({str(self.model_path)!r}, arch={self.meta.get('arch')!r}, "
-                f"classes={self.classes}, detect={self.detect_faces})")
+                f"classes={self.classes}, detect={self.detect_faces}, prior={self.prior!r})")

@@ -98,6 +98,8 @@ class ModelResponse(BaseModel):
     classes: list[str]
     input_size: int | None
     accuracy: float | None = Field(description="validation accuracy recorded at training time")
+    prior: str = Field("fer2013", description="class prior of the probabilities: fer2013 (as trained), "
+                                             "uniform, or the class->weight file the service was started with")
     metrics: dict[str, Any]
     params: int | None
     mflops: float | None

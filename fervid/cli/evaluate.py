@@ -10,6 +10,8 @@ import os
 import re
 from pathlib import Path
 
+from .common import add_prior_flag
+
 
 def default_out_dir(model_path: Path, split: str, ensemble: bool = False) -> Path:
     """``<model dir>/eval-<split>`` beside the model when that folder is writable, else ``./fervid-eval/<split>``.
@@ -54,10 +56,11 @@ def run(args: argparse.Namespace) -> int:
                 raise BadInputError(f"{p}: already exists (use --overwrite to replace it)")
     faces = load_eval_faces(args.data, args.split, meta, classes=args.classes, merge=args.merge)
     report = evaluate(model, meta, faces, tta=args.tta, batch_size=args.batch_size, device=args.device,
-                      precision=args.precision, model_name=args.model if ensemble else str(path))
+                      precision=args.precision, model_name=args.model if ensemble else str(path), prior=args.prior)
     paths = write_report(report, out_dir, overwrite=args.overwrite)
     print(format_report(report))
-    print(f"report: {paths['report']}  confusion matrix: {paths['confusion']}")
+    print(f"report: {paths['report']}  confusion matrix: {paths['confusion']}  "
+          f"reliability diagram: {paths['reliability']}")
     print(f"accuracy: {report.accuracy:.4f}")
     return 0
 
@@ -81,6 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fold classes the model does not predict into ones it does, e.g. disgust:angry")
     p.add_argument("--tta", action="store_true",
                    help="also score with test-time augmentation (flip + shifted crops), reported beside the plain figures")
+    add_prior_flag(p)
     p.add_argument("--batch-size", type=int, default=256, help="faces per forward pass (default: 256)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
