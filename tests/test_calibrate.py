@@ -160,3 +160,26 @@ def test_predict_cli_uniform_prior(tiny_onnx, tmp_path, capsys):
     p = np.array([[float(tables["fer2013"][c]) for c in cols]])
     m = resolve_prior("uniform", CLASSES, META)
     np.testing.assert_allclose([float(tables["uniform"][c]) for c in cols], apply_prior(p, m)[0], atol=2e-5)
+
+
+def test_evaluate_report_has_ece_and_reliability_png(tmp_path):
+    """score() turns log-probabilities into the report's ECE; write_report draws the diagram."""
+    import cv2
+
+    from fervid.evaluate import EvalReport, score, write_report
+
+    y = np.array([0, 1, 1, 0, 1, 0, 0, 1])
+    p1 = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.55, 0.95, 0.4])  # probability of class 1
+    logp = np.log(np.c_[1 - p1, p1])
+    pred = logp.argmax(1)
+    conf = np.exp(logp.max(1))
+    s = score(y, pred, ["happy", "sad"], logp)
+    assert s.ece == pytest.approx(expected_calibration_error(conf, pred == y))
+    report = EvalReport(classes=["happy", "sad"], model_classes=["happy", "sad"], counts={"happy": 4, "sad": 4},
+                        plain=s, model="m.onnx", arch="vgg_tiny", data="synthetic", prior="uniform")
+    paths = write_report(report, tmp_path / "eval")
+    saved = json.loads(paths["report"].read_text())
+    assert saved["ece"] == pytest.approx(s.ece) and saved["prior"] == "uniform"
+    assert len(saved["plain"]["reliability"]) == 15
+    img = cv2.imread(str(paths["reliability"]))
+    assert img is not None and img.shape[0] > 200
