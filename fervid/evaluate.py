@@ -109,7 +109,7 @@ def load_model_any(path: str | os.PathLike) -> tuple[Any, dict[str, Any], Path]:
         ens = Ensemble([m for m, _, _ in loaded], [meta for _, meta, _ in loaded], [str(q) for _, _, q in loaded])
         return ens, ens.meta, loaded[0][2]
     p = Path(paths[0] if paths else str(path)).expanduser()
-    if p.suffix.lower() == ".onnx":
+    if p.suffix.lower() in (".onnx", ".json"):  # an export's .json sidecar names its .onnx, as in predict
         return _load_onnx(p)
     from .checkpoint import load_model, resolve_model_path
 
