@@ -278,6 +278,7 @@ def open_model(model: str | os.PathLike | None, threads: int | None = None):
         try:
             if text is not None:
                 meta = json.loads(text)
+                meta = _with_file_info(meta, side, p)
             elif side.is_file():
                 meta = json.loads(side.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -285,6 +286,35 @@ def open_model(model: str | os.PathLike | None, threads: int | None = None):
     meta = _check_meta(meta, p)
     _check_outputs(sess, meta, p)
     return sess, meta, p
+
+
+def _with_file_info(meta: Any, side: Path, p: Path) -> Any:
+    """``meta`` plus the sidecar's ``onnx`` block when the sidecar describes this very file.
+
+    The metadata inside an ``.onnx`` is the model's, written before the graph was converted;
+    what belongs to the file (int8 weights, the accuracy measured on it) is only known after,
+    and lives in the sidecar. A sidecar that cannot be read changes nothing.
+    """
+    if not isinstance(meta, dict) or not side.is_file():
+        return meta
+    try:
+        info = json.loads(side.read_text(encoding="utf-8")).get("onnx")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return meta
+    if isinstance(info, dict) and info.get("file") == p.name:
+        return {**meta, "onnx": info}
+    return meta
+
+
+def served_accuracy(meta: dict[str, Any]) -> float | None:
+    """Validation accuracy of the file being run: the figure measured on the export itself
+    (``onnx.metrics.val_acc``, e.g. after int8 quantisation) when recorded, else the training run's."""
+    for metrics in ((meta.get("onnx") or {}).get("metrics"), meta.get("metrics")):
+        if isinstance(metrics, dict):
+            value = metrics.get("val_acc")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+    return None
 
 
 def _check_outputs(sess: Any, meta: dict[str, Any], where: Path) -> None:

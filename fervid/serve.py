@@ -305,8 +305,10 @@ def create_app(model: str | os.PathLike | None = None, *, recognizer: Any = None
     @app.get("/v1/model", tags=["service"], response_model=ModelResponse, summary="The loaded model")
     async def model_info() -> dict[str, Any]:
         meta = dict(service.recognizer.meta or {})
+        from .recognize import served_accuracy
+
         metrics = meta.get("metrics") or {}
-        accuracy = next((v for k, v in metrics.items() if "acc" in k and isinstance(v, (int, float))), None)
+        accuracy = served_accuracy(meta)
         return {"arch": meta.get("arch"), "classes": list(service.recognizer.classes),
                 "input_size": meta.get("input_size"), "accuracy": accuracy, "prior": _prior_label(service.recognizer.prior), "metrics": metrics,
                 "params": meta.get("params"), "mflops": meta.get("mflops"), "fervid_version": __version__,
