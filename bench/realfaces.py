@@ -9,6 +9,7 @@ images".
 
     python bench/realfaces.py --model runs/vgg_s/best.onnx
     python bench/realfaces.py --model m.onnx --pad 0,0.2,0.35 --scale 0.9,1.0,1.1 --eye-y 0.37,0.39,0.41
+    python bench/realfaces.py --prior fer2013,uniform   # the shipped probabilities and logit-adjusted ones
 
 Comma lists sweep every combination; detections are reused across alignment settings.
 """
@@ -96,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"longest side images are shrunk to for detection (default {DETECT_SIZE})")
     ap.add_argument("--limit", type=int, default=0, help="use a seeded sample of N images (0 = all)")
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
+    ap.add_argument("--prior", default="fer2013",
+                    help="class prior of the probabilities, as fervid predict --prior: fer2013, uniform or a "
+                    "class->weight file; comma list to compare several on the same detections")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--cache", help="keep detections in this .pkl between runs (alignment sweeps then skip detection)")
     args = ap.parse_args(argv)
@@ -105,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"realfaces: {root / 'manifest.csv'} not found", file=sys.stderr)
         return 2
     items = load_manifest(root, args.limit)
-    rec = Recognizer(args.model, min_confidence=args.min_confidence, threads=args.threads)
+    priors = [v.strip() for v in args.prior.split(",") if v.strip()] or ["fer2013"]
+    recs = {prior: Recognizer(args.model, min_confidence=args.min_confidence, threads=args.threads, prior=prior)
+            for prior in priors}
+    rec = recs[priors[0]]
     labels = [y for _, y in items]
     pads = floats(args.pad) if args.pad else [FaceDetector().pad]
     scales = floats(args.scale) if args.scale else [
@@ -145,19 +152,22 @@ def main(argv: list[str] | None = None) -> int:
             crops = np.stack([preprocess.align_face(grays[k], dets[k].landmarks,
                                                     None if args.landmark_size else dets[k].face_size,
                                                     rotate=not args.no_rotate) for k in have])
-            probs = np.concatenate([rec.probabilities(crops[i:i + 64]) for i in range(0, len(crops), 64)])
-            preds: list[str | None] = [None] * len(items)
-            for k, p in zip(have, probs):
-                preds[k] = rec.classes[int(p.argmax())]
-            r = score(preds, labels, rec.classes)
-            r.update(detect_size=args.detect_size, pad=pad, pad_always=bool(args.pad_always), landmark_size=bool(args.landmark_size), scale=scale, eye_y=eye_y, rotate=not args.no_rotate,
-                     detect_ms=None if cached else round(1000 * t_det / len(items), 2),
-                     classify_ms=round(1000 * (time.perf_counter() - t1) / len(items), 2))
-            results.append(r)
-            print(f"pad {pad:.2f} scale {scale:.2f} eye_y {eye_y:.3f}: faces found {r['faces_found']:.1%}, "
-                  f"accuracy with a face {r['acc_with_face']:.1%}, over all 7-class images {r['acc_all']:.1%} "
-                  f"(balanced {r['balanced_acc_all']:.1%})"
-                  + ("" if cached else f"; detect {r['detect_ms']} ms/img"), flush=True)
+            for prior, rec in recs.items():
+                probs = np.concatenate([rec.probabilities(crops[i:i + 64]) for i in range(0, len(crops), 64)])
+                preds: list[str | None] = [None] * len(items)
+                for k, p in zip(have, probs):
+                    preds[k] = rec.classes[int(p.argmax())]
+                r = score(preds, labels, rec.classes)
+                r.update(detect_size=args.detect_size, pad=pad, pad_always=bool(args.pad_always),
+                         landmark_size=bool(args.landmark_size), scale=scale, eye_y=eye_y, rotate=not args.no_rotate,
+                         prior=prior, detect_ms=None if cached else round(1000 * t_det / len(items), 2),
+                         classify_ms=round(1000 * (time.perf_counter() - t1) / len(items), 2))
+                results.append(r)
+                print(f"prior {prior}, pad {pad:.2f} scale {scale:.2f} eye_y {eye_y:.3f}: "
+                      f"faces found {r['faces_found']:.1%}, "
+                      f"accuracy with a face {r['acc_with_face']:.1%}, over all 7-class images {r['acc_all']:.1%} "
+                      f"(balanced {r['balanced_acc_all']:.1%})"
+                      + ("" if cached else f"; detect {r['detect_ms']} ms/img"), flush=True)
     best = max(results, key=lambda r: r["acc_all"])
     print("per-class recall (best setting): " + ", ".join(f"{c} {v:.1%}" for c, v in best["recall"].items()))
     for y, counts in best["excluded"].items():

@@ -174,6 +174,23 @@ def face_rows(file: str, faces: list, classes: list[str]) -> list[dict[str, Any]
              "confidence": f.confidence, "probabilities": dict(f.probabilities)} for i, f in enumerate(faces)]
 
 
+def probability_column(cls: str) -> str:
+    """The CSV column of a class probability, ``p_<class>``, in every fervid table (predict, video,
+    the service's CSV): prefixed so a class can never collide with a column such as ``score``."""
+    return f"p_{cls}"
+
+
+def row_probabilities(row: dict[str, str], classes: list[str]) -> dict[str, float]:
+    """Class probabilities of one CSV row read with ``csv.DictReader``; also reads the bare
+    ``<class>`` columns of video CSVs written before fervid named them ``p_<class>``."""
+    out = {}
+    for c in classes:
+        value = row.get(probability_column(c), row.get(c))
+        if value not in (None, ""):
+            out[c] = float(value)
+    return out
+
+
 def error_row(file: str, message: str) -> dict[str, Any]:
     return {"file": file, "face": None, "status": "error", "error": message}
 
@@ -186,7 +203,7 @@ class TableWriter:
         self.count = 0
         if fmt == "csv":
             self.columns = (["file", "face", "status", "x", "y", "w", "h", "score", "landmarks", "emotion",
-                             "confidence"] + [f"p_{c}" for c in classes] + ["error"])
+                             "confidence"] + [probability_column(c) for c in classes] + ["error"])
             self._csv = csv.DictWriter(fh, self.columns, extrasaction="ignore")
             self._csv.writeheader()
         elif fmt != "jsonl":
@@ -210,7 +227,7 @@ class TableWriter:
             flat["landmarks"] = " ".join(f"{v:.1f}" for pt in row["landmarks"] for v in pt)
             flat["emotion"], flat["confidence"] = row["emotion"], f"{row['confidence']:.5f}"
             for c, v in row["probabilities"].items():
-                flat[f"p_{c}"] = f"{v:.5f}"
+                flat[probability_column(c)] = f"{v:.5f}"
         self._csv.writerow(flat)
 
 

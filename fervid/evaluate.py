@@ -27,6 +27,7 @@ from .io import write_text_atomic
 REPORT_FILE = "report.json"
 CONFUSION_FILE = "confusion.png"
 CONFUSION_TTA_FILE = "confusion-tta.png"
+RELIABILITY_FILE = "reliability.png"
 
 
 @dataclass
@@ -38,6 +39,8 @@ class Scores:
     loss: float  # mean cross-entropy, softmax renormalised over the evaluated classes
     per_class: dict[str, dict[str, float]]  # class -> precision, recall, f1, support
     confusion: list[list[int]]  # counts, true class per row, columns in the same class order
+    ece: float = float("nan")  # expected calibration error of the top-class probability, 15 bins
+    reliability: list[dict[str, float]] = field(default_factory=list)  # the bins behind ece
 
     def confusion_normalized(self) -> np.ndarray:
         """Rows sum to 1 (a class without faces keeps a zero row)."""
@@ -59,6 +62,7 @@ class EvalReport:
     arch: str = ""
     data: str = ""
     seconds: float = 0.0
+    prior: str = "fer2013"
     predicted: np.ndarray | None = field(default=None, repr=False)  # indices into classes (plain)
     labels: str = ""  # which labels the faces carry (fer2013, majority: FER+ sources)
     #: FER+ --labels soft: mean cross-entropy of the softmax against each face's vote distribution
@@ -82,10 +86,10 @@ class EvalReport:
 
     def to_dict(self) -> dict[str, Any]:
         d = {
-            "model": self.model, "arch": self.arch, "data": self.data, "n": self.n,
+            "model": self.model, "arch": self.arch, "data": self.data, "n": self.n, "prior": self.prior,
             "classes": list(self.classes), "model_classes": list(self.model_classes),
             "counts": dict(self.counts), "seconds": round(self.seconds, 3),
-            "accuracy": self.plain.accuracy, "macro_f1": self.plain.macro_f1,
+            "accuracy": self.plain.accuracy, "macro_f1": self.plain.macro_f1, "ece": self.plain.ece,
             "plain": asdict(self.plain), "tta": asdict(self.tta) if self.tta else None,
             "labels": self.labels, "soft_loss": self.soft_loss, "soft_n": self.soft_n,
         }
@@ -111,7 +115,7 @@ def load_model_any(path: str | os.PathLike) -> tuple[Any, dict[str, Any], Path]:
         ens = Ensemble([m for m, _, _ in loaded], [meta for _, meta, _ in loaded], [str(q) for _, _, q in loaded])
         return ens, ens.meta, loaded[0][2]
     p = Path(paths[0] if paths else str(path)).expanduser()
-    if p.suffix.lower() == ".onnx":
+    if p.suffix.lower() in (".onnx", ".json"):  # an export's .json sidecar names its .onnx, as in predict
         return _load_onnx(p)
     from .checkpoint import load_model, resolve_model_path
 
@@ -208,13 +212,18 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str],
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     per_class = {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
                  for i, c in enumerate(classes)}
-    loss = float("nan")
+    loss, ece, bins = float("nan"), float("nan"), []
     if log_probs is not None and len(y_true):
+        from .calibrate import expected_calibration_error, reliability_bins
+
         loss = float(-log_probs[np.arange(len(y_true)), y_true].mean())
+        confidence = np.exp(log_probs[np.arange(len(y_true)), y_pred])  # the probability of the answer given
+        correct = np.asarray(y_pred) == np.asarray(y_true)
+        ece, bins = expected_calibration_error(confidence, correct), reliability_bins(confidence, correct)
     return Scores(accuracy=float(accuracy_score(y_true, y_pred)),
                   macro_f1=float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
                   loss=loss, per_class=per_class,
-                  confusion=confusion_matrix(y_true, y_pred, labels=labels).tolist())
+                  confusion=confusion_matrix(y_true, y_pred, labels=labels).tolist(), ece=ece, reliability=bins)
 
 
 def _columns(model_classes: Sequence[str], classes: Sequence[str]) -> list[int]:
@@ -259,21 +268,26 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
 
 def evaluate(model: Any, meta: dict[str, Any], faces: FaceSet, tta: bool = False, batch_size: int = 256,
              device: str = "cpu", precision: str = "fp32", model_name: str = "",
-             soft: FaceSet | None = None, labels: str = "") -> EvalReport:
+             soft: FaceSet | None = None, labels: str = "", prior: str | None = None) -> EvalReport:
     """Score ``model`` on ``faces`` (labelled in ``faces.classes``, a subset of the model's classes).
 
     With ``tta`` both the plain and the test-time-augmented figures are computed, so a
     report can show what augmentation buys instead of replacing one number by another.
     ``soft`` (faces with FER+ vote distributions) adds the cross-entropy against those,
     the figure a model trained on them is fitted to. ``labels`` names the labels ``faces``
-    carry, for the report.
+    carry, for the report. ``prior`` re-weights the probabilities exactly as recognition's
+    ``--prior`` does (:func:`fervid.calibrate.resolve_prior`), so both ways can be scored on the same faces.
     """
+    from .calibrate import DEFAULT_PRIOR, resolve_prior
+
     if len(faces) == 0:
         raise BadInputError(f"{faces.name or 'data'}: no faces to evaluate")
     if batch_size < 1:
         raise BadInputError(f"batch size must be at least 1, got {batch_size}")
     model_classes = list(meta["classes"])
     cols = _columns(model_classes, faces.classes)
+    multipliers = resolve_prior(prior, model_classes, meta)
+    log_weights = None if multipliers is None else np.log(multipliers[cols])
     t0 = time.time()
     results: dict[str, Scores] = {}
     predicted = None
@@ -281,6 +295,8 @@ def evaluate(model: Any, meta: dict[str, Any], faces: FaceSet, tta: bool = False
         z = model_logits(model, faces.images, tta=mode == "tta", batch_size=batch_size,
                          device=device, precision=precision)
         logp = _log_softmax(z[:, cols].astype(np.float64))
+        if log_weights is not None:  # p * w renormalised, in logs
+            logp = _log_softmax(logp + log_weights)
         pred = logp.argmax(axis=1)
         results[mode] = score(faces.labels, pred, faces.classes, logp)
         if mode == "plain":
@@ -296,7 +312,8 @@ def evaluate(model: Any, meta: dict[str, Any], faces: FaceSet, tta: bool = False
     return EvalReport(classes=list(faces.classes), model_classes=model_classes, counts=dict(counts),
                       plain=results["plain"], tta=results.get("tta"), model=model_name,
                       arch=str(meta.get("arch", "")), data=faces.name, seconds=time.time() - t0,
-                      predicted=predicted, labels=labels, soft_loss=soft_loss, soft_n=len(soft) if soft else 0)
+                      predicted=predicted, labels=labels, soft_loss=soft_loss, soft_n=len(soft) if soft else 0,
+                      prior=str(prior or DEFAULT_PRIOR))
 
 
 def format_report(report: EvalReport) -> str:
@@ -313,24 +330,28 @@ def format_report(report: EvalReport) -> str:
             line += f"  {tta.per_class[c]['recall']:11.4f}"
         lines.append(line)
     lines.append("-" * len(head))
-    lines.append(f"macro-F1: {report.plain.macro_f1:.4f}   loss: {report.plain.loss:.4f}")
+    lines.append(f"macro-F1: {report.plain.macro_f1:.4f}   loss: {report.plain.loss:.4f}   "
+                 f"ECE: {report.plain.ece:.4f} (prior {report.prior})")
     if report.soft_loss is not None:
         lines.append(f"cross-entropy to the FER+ vote distributions: {report.soft_loss:.4f} ({report.soft_n} faces)")
     if tta:
-        lines.append(f"tta: accuracy {tta.accuracy:.4f}   macro-F1 {tta.macro_f1:.4f}   loss {tta.loss:.4f}")
+        lines.append(f"tta: accuracy {tta.accuracy:.4f}   macro-F1 {tta.macro_f1:.4f}   loss {tta.loss:.4f}   "
+                     f"ECE {tta.ece:.4f}")
     return "\n".join(lines)
 
 
 def report_paths(out_dir: str | os.PathLike, tta: bool) -> dict[str, Path]:
     out = Path(out_dir)
-    paths = {"report": out / REPORT_FILE, "confusion": out / CONFUSION_FILE}
+    paths = {"report": out / REPORT_FILE, "confusion": out / CONFUSION_FILE, "reliability": out / RELIABILITY_FILE}
     if tta:
         paths["confusion_tta"] = out / CONFUSION_TTA_FILE
     return paths
 
 
 def write_report(report: EvalReport, out_dir: str | os.PathLike, overwrite: bool = False) -> dict[str, Path]:
-    """JSON report and confusion-matrix PNG(s) in ``out_dir``; refuses to replace files unless told."""
+    """JSON report, confusion-matrix PNG(s) and reliability diagram in ``out_dir``; refuses to
+    replace files unless told."""
+    from .calibrate import plot_reliability
     from .plots import plot_confusion
 
     paths = report_paths(out_dir, report.tta is not None)
@@ -343,5 +364,7 @@ def write_report(report: EvalReport, out_dir: str | os.PathLike, overwrite: bool
     if report.tta is not None:
         plot_confusion(report.tta.confusion_normalized(), report.classes, paths["confusion_tta"],
                        title=f"{report.arch} on {report.data} with TTA: accuracy {report.tta.accuracy:.4f}")
+    plot_reliability(report.plain.reliability, paths["reliability"],
+                     title=f"{report.arch} on {report.data}, prior {report.prior}: ECE {report.plain.ece:.4f}")
     write_text_atomic(paths["report"], json.dumps(report.to_dict(), indent=2) + "\n")
     return paths

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from .calibrate import DEFAULT_PRIOR, apply_prior, resolve_prior
 from .cvlog import quiet_opencv
 from .detect import DETECT_SIZE, PAD, Detection, FaceDetector
 from .errors import BadInputError, ModelFileError
@@ -277,6 +278,7 @@ def open_model(model: str | os.PathLike | None, threads: int | None = None):
         try:
             if text is not None:
                 meta = json.loads(text)
+                meta = _with_file_info(meta, side, p)
             elif side.is_file():
                 meta = json.loads(side.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -284,6 +286,35 @@ def open_model(model: str | os.PathLike | None, threads: int | None = None):
     meta = _check_meta(meta, p)
     _check_outputs(sess, meta, p)
     return sess, meta, p
+
+
+def _with_file_info(meta: Any, side: Path, p: Path) -> Any:
+    """``meta`` plus the sidecar's ``onnx`` block when the sidecar describes this very file.
+
+    The metadata inside an ``.onnx`` is the model's, written before the graph was converted;
+    what belongs to the file (int8 weights, the accuracy measured on it) is only known after,
+    and lives in the sidecar. A sidecar that cannot be read changes nothing.
+    """
+    if not isinstance(meta, dict) or not side.is_file():
+        return meta
+    try:
+        info = json.loads(side.read_text(encoding="utf-8")).get("onnx")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return meta
+    if isinstance(info, dict) and info.get("file") == p.name:
+        return {**meta, "onnx": info}
+    return meta
+
+
+def served_accuracy(meta: dict[str, Any]) -> float | None:
+    """Validation accuracy of the file being run: the figure measured on the export itself
+    (``onnx.metrics.val_acc``, e.g. after int8 quantisation) when recorded, else the training run's."""
+    for metrics in ((meta.get("onnx") or {}).get("metrics"), meta.get("metrics")):
+        if isinstance(metrics, dict):
+            value = metrics.get("val_acc")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+    return None
 
 
 def _check_outputs(sess: Any, meta: dict[str, Any], where: Path) -> None:
@@ -321,11 +352,13 @@ class Recognizer:
     ``threads``: ONNX Runtime intra-op threads, classifier and detector (None: its default).
     ``detect_size``: longest side images are shrunk to for face detection (smaller: faster,
     but small faces are missed sooner).
+    ``prior``: ``"fer2013"`` (probabilities as trained), ``"uniform"`` or a class->weight
+    JSON/CSV file: the class mix the probabilities are re-weighted for (see :mod:`fervid.calibrate`).
     """
 
     def __init__(self, model: str | Path | None = None, *, min_confidence: float = 0.6, min_face: int = 20,
                  classes: Sequence[str] | str | None = None, detect: bool = True, threads: int | None = None,
-                 pad: float = PAD, detect_size: int = DETECT_SIZE):
+                 pad: float = PAD, detect_size: int = DETECT_SIZE, prior: str | os.PathLike | None = DEFAULT_PRIOR):
         self._session, meta, self.model_path = open_model(model, threads)
         self.meta: dict[str, Any] = meta
         self.model_classes: list[str] = list(meta["classes"])
@@ -345,6 +378,8 @@ class Recognizer:
         else:
             self.classes = list(self.model_classes)
         self._keep = np.array([self.model_classes.index(c) for c in self.classes])
+        self.prior = DEFAULT_PRIOR if prior is None else str(prior)
+        self._prior = resolve_prior(self.prior, self.model_classes, meta)
         self.detect_faces = bool(detect)
         self.detector = (FaceDetector(min_confidence, min_face, detect_size=detect_size, pad=pad, threads=threads)
                          if detect else None)
@@ -366,7 +401,7 @@ class Recognizer:
             return np.zeros((0, len(self.classes)), np.float32)
         x = (crops.astype(np.float32)[:, None] * (1.0 / 255.0) - self._mean) / self._std
         logits = self._session.run([self._output], {self._input: x})[0]
-        p = softmax(logits.astype(np.float64))[:, self._keep]
+        p = apply_prior(softmax(logits.astype(np.float64)), self._prior)[:, self._keep]
         return p / p.sum(axis=1, keepdims=True)
 
     def classify(self, gray: np.ndarray, detections: Sequence[Detection]) -> list[Face]:
@@ -393,4 +428,4 @@ class Recognizer:
 
     def __repr__(self) -> str:
         return (f"Recognizer({str(self.model_path)!r}, arch={self.meta.get('arch')!r}, "
-                f"classes={self.classes}, detect={self.detect_faces})")
+                f"classes={self.classes}, detect={self.detect_faces}, prior={self.prior!r})")

@@ -86,6 +86,8 @@ class ServeConfig:
     classes: list[str] | None = None
     #: Longest side images are shrunk to for face detection (None: fervid's default).
     detect_size: int | None = None
+    #: Class prior of the probabilities: fer2013 (as trained), uniform or a class->weight file.
+    prior: str = "fer2013"
 
     def __post_init__(self) -> None:
         for name in ("max_upload_mb", "max_pixels", "max_batch_files", "max_batch_mb", "max_video_mb",
@@ -123,6 +125,13 @@ def _colors(classes: list[str]) -> dict[str, str]:
     return {c: "#{2:02x}{1:02x}{0:02x}".format(*color_for(c)) for c in classes}
 
 
+def _prior_label(prior: str) -> str:
+    """The prior as clients may see it: its name, or only the file name of a prior file (not the server's path)."""
+    from .calibrate import PRIOR_NAMES
+
+    return prior if prior.lower() in PRIOR_NAMES else f"file:{Path(prior).name}"
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 2)
 
@@ -132,7 +141,7 @@ def load_recognizer(config: ServeConfig) -> Any:
     from .recognize import Recognizer
 
     return Recognizer(config.model, min_confidence=config.min_confidence, min_face=config.min_face,
-                      classes=config.classes, threads=1,
+                      classes=config.classes, threads=1, prior=config.prior,
                       **({"detect_size": config.detect_size} if config.detect_size else {}))
 
 
@@ -296,10 +305,12 @@ def create_app(model: str | os.PathLike | None = None, *, recognizer: Any = None
     @app.get("/v1/model", tags=["service"], response_model=ModelResponse, summary="The loaded model")
     async def model_info() -> dict[str, Any]:
         meta = dict(service.recognizer.meta or {})
+        from .recognize import served_accuracy
+
         metrics = meta.get("metrics") or {}
-        accuracy = next((v for k, v in metrics.items() if "acc" in k and isinstance(v, (int, float))), None)
+        accuracy = served_accuracy(meta)
         return {"arch": meta.get("arch"), "classes": list(service.recognizer.classes),
-                "input_size": meta.get("input_size"), "accuracy": accuracy, "metrics": metrics,
+                "input_size": meta.get("input_size"), "accuracy": accuracy, "prior": _prior_label(service.recognizer.prior), "metrics": metrics,
                 "params": meta.get("params"), "mflops": meta.get("mflops"), "fervid_version": __version__,
                 "colors": _colors(service.recognizer.classes),
                 "limits": {k: v for k, v in asdict(config).items() if k.startswith("max_")}}

@@ -97,7 +97,10 @@ class ModelResponse(BaseModel):
     arch: str | None
     classes: list[str]
     input_size: int | None
-    accuracy: float | None = Field(description="validation accuracy recorded at training time")
+    accuracy: float | None = Field(description="validation accuracy of the model file being served (measured on "
+                                               "the export itself, e.g. int8, when recorded; else the training run's)")
+    prior: str = Field("fer2013", description="class prior of the probabilities: fer2013 (as trained), "
+                                             "uniform, or the class->weight file the service was started with")
     metrics: dict[str, Any]
     params: int | None
     mflops: float | None

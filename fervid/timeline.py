@@ -20,9 +20,15 @@ from .io import atomic_path
 DPI = 100
 #: Pixel size (width, height) of every timeline PNG.
 TIMELINE_SIZE = (1000, 400)
-#: One colour per emotion, the same in every plot (tab10 order), unknown classes cycle on.
-_COLOURS = {"angry": "tab:red", "disgust": "tab:olive", "fear": "tab:purple", "happy": "tab:orange",
-            "sad": "tab:blue", "surprise": "tab:cyan", "neutral": "tab:gray"}
+
+
+def emotion_colour(emotion: str) -> tuple[float, float, float]:
+    """Matplotlib RGB of ``emotion``: :func:`fervid.draw.color_for` (the boxes' BGR), so a timeline
+    reads with the colours a viewer learnt from the annotated video."""
+    from .draw import color_for
+
+    b, g, r = color_for(emotion)
+    return (r / 255.0, g / 255.0, b / 255.0)
 
 
 class TimelineRecorder:
@@ -78,9 +84,8 @@ def plot_timeline(times: np.ndarray, probs: np.ndarray, classes: Sequence[str], 
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     marker = "o" if len(times) <= 30 else None  # a handful of samples reads better as dots
-    fallback = iter(f"C{i}" for i in range(100))
     for i, c in enumerate(classes):
-        ax.plot(times, probs[:, i], label=c, color=_COLOURS.get(c) or next(fallback), marker=marker,
+        ax.plot(times, probs[:, i], label=c, color=emotion_colour(c), marker=marker,
                 markersize=3, linewidth=1.5)
     ax.set_ylim(0.0, 1.0)
     if len(times):

@@ -236,8 +236,12 @@ class VideoSummary:
 
 
 def csv_header(classes: list[str]) -> list[str]:
+    """Columns named as ``fervid predict``'s table names them (``p_<class>`` probabilities), so one
+    reader (:func:`fervid.batch.row_probabilities`) serves both."""
+    from .batch import probability_column
+
     return (["frame", "time", "face_id", "x", "y", "w", "h", "score", "emotion", "confidence"]
-            + list(classes) + ["smoothed_emotion", "smoothed_confidence"])
+            + [probability_column(c) for c in classes] + ["smoothed_emotion", "smoothed_confidence"])
 
 
 def csv_row(result: FrameResult, tf: TrackedFace, classes: list[str]) -> list:

@@ -6,6 +6,10 @@ code, in a few seconds on one thread.
 """
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -15,6 +19,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TEST_FER = ROOT / "tests" / "data" / "fer"
 SHARED = ROOT.parent / "shared"
+
+# The suite never writes into the user's real ~/.cache/fervid (a test run must not leave
+# gigabytes of cached faces behind, nor read a stale cache): every cache goes to a private
+# folder, removed at exit. Set at import, before any test, so subprocesses inherit it too.
+TEST_CACHE_HOME = tempfile.mkdtemp(prefix="fervid-test-cache-")
+os.environ["XDG_CACHE_HOME"] = TEST_CACHE_HOME
+os.environ.pop("FERVID_CACHE", None)
+atexit.register(shutil.rmtree, TEST_CACHE_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

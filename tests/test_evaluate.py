@@ -157,8 +157,9 @@ def test_cli_default_out_dir_is_beside_model(run_dir, capsys):
     rc, stdout, err = _cli(["evaluate", "--model", str(run_dir / "best.safetensors"), "--data", str(FER),
                             "--split", "PublicTest", "--overwrite"], capsys)
     assert rc == 0, err
-    assert (run_dir / "eval-PublicTest" / "report.json").exists()
-    assert (run_dir / "eval-PublicTest" / "confusion.png").exists()
+    assert (run_dir / "eval-best-safetensors-PublicTest" / "report.json").exists()
+    assert (run_dir / "eval-best-safetensors-PublicTest" / "confusion.png").exists()
+    assert (run_dir / "eval-best-safetensors-PublicTest" / "reliability.png").exists()
 
 
 def _write_csv(path: Path) -> dict[str, int]:
@@ -298,5 +299,22 @@ def test_default_out_dir_never_inside_the_package():
     from fervid.cli.evaluate import default_out_dir
 
     shipped = Path(fervid.__file__).resolve().parent / "assets" / "model.safetensors"
-    assert default_out_dir(shipped, "PublicTest") == Path("fervid-eval") / "eval-PublicTest"
+    assert default_out_dir(shipped, "PublicTest") == Path("fervid-eval") / "eval-model-safetensors-PublicTest"
     assert default_out_dir(shipped, "PublicTest", ensemble=True) == Path("fervid-eval") / "eval-ensemble-PublicTest"
+
+
+def test_default_out_dir_is_named_after_the_model(tmp_path):
+    """Two models in one folder get two report folders: the second is no longer refused."""
+    from fervid.cli.evaluate import default_out_dir
+
+    dirs = {default_out_dir(tmp_path / name, "PublicTest") for name in ("a.onnx", "b.onnx", "a.safetensors")}
+    assert len(dirs) == 3 and all(d.parent == tmp_path for d in dirs)
+
+
+def test_evaluate_takes_an_exports_json_sidecar():
+    """``--model model.json`` scores its ``model.onnx``, as ``fervid predict`` reads it."""
+    from fervid.evaluate import OnnxPredictor, load_model_any
+
+    shipped = Path(fervid.__file__).resolve().parent / "assets"
+    model, meta, path = load_model_any(shipped / "model.json")
+    assert isinstance(model, OnnxPredictor) and path == shipped / "model.onnx" and meta["arch"]

@@ -527,3 +527,17 @@ def test_cli_serves_with_several_workers(tiny_onnx, scene_png):
             proc.kill()
             out, _ = proc.communicate()
     assert "Traceback" not in out, out
+
+
+def test_model_reports_the_accuracy_of_the_served_file():
+    """The shipped model.onnx is int8: its own PublicTest figure (sidecar ``onnx.metrics``) is what
+    /v1/model reports, not the fp32 training run's figure embedded in the ONNX metadata."""
+    from fervid.recognize import ASSETS
+
+    sidecar = json.loads((ASSETS / "model.json").read_text())
+    served = sidecar["onnx"]["metrics"]["val_acc"]
+    with TestClient(create_app(None, concurrency=1, prior="uniform")) as c:
+        data = c.get("/v1/model").json()
+    assert data["accuracy"] == served and served != sidecar["metrics"]["val_acc"]
+    assert data["metrics"]["val_acc"] == sidecar["metrics"]["val_acc"]  # the run's figure stays visible
+    assert data["prior"] == "uniform"

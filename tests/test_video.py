@@ -128,11 +128,11 @@ def test_cli_writes_video_csv_and_timelines(clip, tiny_onnx, tmp_path, capsys):
 
     rows = read_csv(out.with_suffix(".csv"))
     assert len(rows) == N_FRAMES * 2
-    for c in ("frame", "time", "face_id", "x", "y", "w", "h", "smoothed_emotion", "happy", "neutral"):
+    for c in ("frame", "time", "face_id", "x", "y", "w", "h", "smoothed_emotion", "p_happy", "p_neutral"):
         assert c in rows[0]
     assert {r["face_id"] for r in rows} == {"1", "2"}
     assert sorted({int(r["frame"]) for r in rows}) == list(range(N_FRAMES))
-    probs = [sum(float(r[c]) for c in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"))
+    probs = [sum(float(r[f"p_{c}"]) for c in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"))
              for r in rows]
     assert np.allclose(probs, 1.0, atol=1e-3)
 

@@ -27,6 +27,14 @@ def add_detect_flags(p: argparse.ArgumentParser) -> None:
                    f"{DETECT_SIZE_DEFAULT})")
 
 
+def add_prior_flag(p: argparse.ArgumentParser) -> None:
+    """--prior: the class mix the probabilities are calibrated for (checked by fervid.calibrate)."""
+    p.add_argument("--prior", default="fer2013", metavar="fer2013|uniform|PATH",
+                   help="class prior of the probabilities: fer2013 (as trained, default), uniform (every class "
+                   "equally likely: divides by the training class frequencies and renormalises) or a JSON/CSV "
+                   "file of class->weight")
+
+
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """--model, --min-confidence, --min-face, --classes and --detect-size, with one wording and defaults."""
     p.add_argument("--model", metavar="MODEL",
@@ -39,9 +47,10 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
                    help="comma list of the model's classes to choose among (others are dropped and the rest "
                    "renormalised; default: all)")
     add_detect_flags(p)
+    add_prior_flag(p)
 
 
 def detect_kwargs(args: argparse.Namespace) -> dict:
-    """``detect_size=...`` for ``Recognizer`` when the flag was given (else the library's default)."""
-    size = getattr(args, "detect_size", None)
-    return {} if size is None else {"detect_size": size}
+    """``detect_size=...`` and ``prior=...`` for ``Recognizer`` when the flags were given (else the library's defaults)."""
+    size, prior = getattr(args, "detect_size", None), getattr(args, "prior", None)
+    return {**({} if size is None else {"detect_size": size}), **({} if prior is None else {"prior": prior})}

@@ -10,9 +10,16 @@ import os
 import re
 from pathlib import Path
 
+from .common import add_prior_flag
+
 
 def default_out_dir(model_path: Path, split: str, ensemble: bool = False) -> Path:
-    """``<model dir>/eval-<split>`` beside the model when that folder is writable, else ``./fervid-eval/<split>``.
+    """``<model dir>/eval-<model file>-<split>`` beside the model when that folder is writable, else
+    ``./fervid-eval/eval-<model>-<split>``.
+
+    Named after the model file (``best-safetensors``, ``model-onnx``...), so two models in one
+    folder (``best.safetensors`` and its ``best.onnx``, or ``a.onnx`` and ``b.onnx``) never claim
+    the same report folder.
 
     An ensemble's report goes to ``eval-ensemble-<split>`` beside its first member, so it
     never replaces that member's own report. The shipped model's folder is the installed
@@ -20,7 +27,8 @@ def default_out_dir(model_path: Path, split: str, ensemble: bool = False) -> Pat
     scoring the bundled model leaves the install as it was.
     """
     tag = re.sub(r"[^A-Za-z0-9_.-]+", "+", split.strip()) or "split"
-    tag = f"ensemble-{tag}" if ensemble else tag
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", model_path.name).strip("-") or "model"
+    tag = f"ensemble-{tag}" if ensemble else f"{stem}-{tag}"
     from ..recognize import ASSETS
 
     folder = model_path.parent
@@ -59,10 +67,11 @@ def run(args: argparse.Namespace) -> int:
     soft = load_soft_faces(args.data, args.split, meta, args.classes, args.merge) if mode == "soft" else None
     report = evaluate(model, meta, faces, tta=args.tta, batch_size=args.batch_size, device=args.device,
                       precision=args.precision, model_name=args.model if ensemble else str(path),
-                      soft=soft, labels=scoring_labels(mode))
+                      soft=soft, labels=scoring_labels(mode), prior=args.prior)
     paths = write_report(report, out_dir, overwrite=args.overwrite)
     print(format_report(report))
-    print(f"report: {paths['report']}  confusion matrix: {paths['confusion']}")
+    print(f"report: {paths['report']}  confusion matrix: {paths['confusion']}  "
+          f"reliability diagram: {paths['reliability']}")
     print(f"accuracy: {report.accuracy:.4f}")
     return 0
 
@@ -73,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "precision/recall/F1, confusion matrix PNG and a JSON report. The last line printed "
                        "is 'accuracy: <float>'.")
     p.add_argument("--model", required=True,
-                   help="model: a .safetensors file, a training run folder (its best model) or an exported .onnx; "
+                   help="model: a .safetensors file, a training run folder (its best model) or an exported .onnx (or its .json); "
                    "several, comma-separated, score their ensemble (softmax averaged)")
     p.add_argument("--data", required=True,
                    help="FER-2013 source (fer2013.csv or a folder in the Kaggle layout) or FER+ (the FER2013Train/... "
@@ -92,12 +101,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fold classes the model does not predict into ones it does, e.g. disgust:angry")
     p.add_argument("--tta", action="store_true",
                    help="also score with test-time augmentation (flip + shifted crops), reported beside the plain figures")
+    add_prior_flag(p)
     p.add_argument("--batch-size", type=int, default=256, help="faces per forward pass (default: 256)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
                    help="inference precision; fp32 (default) gives exact figures")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
     p.add_argument("--out-dir", default=None,
-                   help="folder for report.json and confusion.png (default: <model dir>/eval-<split>)")
+                   help="folder for report.json, confusion.png and reliability.png (default: <model dir>/eval-<model>-<split>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report in --out-dir")
     p.set_defaults(func=run)

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_detect_flags, detect_kwargs
+from .common import add_detect_flags, add_prior_flag, detect_kwargs
 
 
 def _positive_float(text: str) -> float:
@@ -120,6 +120,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="padding (fraction of the image size) for a second detection pass on images "
                    "where none was found, to give tightly cropped faces context (default: 0.1; 0 = off)")
     add_detect_flags(p)
+    add_prior_flag(p)
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
     p.add_argument("--max-image-mb", type=_positive_mb, default=256.0, metavar="MB",
                    help="largest image file read, checked before reading it (default: 256)")
