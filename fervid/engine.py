@@ -406,7 +406,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                    "val_loss": round(val_loss, 5), "val_acc": round(val_acc, 5), "lr": round(lr, 6),
                    "seconds": round(time.time() - t0, 1), "best_val_acc": round(best_acc, 5),
                    "elapsed": round(elapsed + time.time() - t0, 1),
-                   "images_per_s": round(seen / max(train_seconds, 1e-9) / (world if ddp else 1), 1),
+                   "images_per_s": round(seen / max(train_seconds, 1e-9), 1),  # all ranks together
                    **({"size": size} if size else {})}
         elapsed = metrics["elapsed"]
         history.append(metrics)
