@@ -15,8 +15,6 @@ from torch import nn
 
 from .config import TrainConfig
 
-SCHEDULES = ("cosine", "onecycle", "constant", "triangle")
-
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> "torch.optim.Optimizer | MuonWithSGD":
     """The run's optimizer over the trainable parameters, in a decay and a no-decay group.
