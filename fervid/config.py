@@ -32,7 +32,8 @@ class TrainConfig:
     val_split: str = "PublicTest"
     classes: str = "all"
     merge: str = ""
-    labels: str = "auto"  # FER+ target: auto | fer2013 | majority | soft (auto: FER+ majority on FER+, FER-2013's own elsewhere)
+    labels: str = "auto"  # FER+ target: auto | fer2013 | majority | soft | mix (auto: FER+ majority on FER+, FER-2013's own elsewhere)
+    vote_weight: float = 0.5  # labels=mix: the FER+ votes' share of each target (the rest: the original label)
     limit: int = 0  # train on a seeded random N of the training faces (quick experiments, tests)
     # model and optimisation
     model: str = "vgg_s"
@@ -92,7 +93,7 @@ class TrainConfig:
         """Refuse values that would fail deep inside training (or, worse, silently train something else)."""
         choices = {"optimizer": ("sgd", "adamw", "muon"), "schedule": ("cosine", "onecycle", "constant", "triangle"),
                    "class_weighting": ("none", "loss", "sampler"), "precision": ("auto", "bf16", "fp32"),
-                   "labels": ("auto", "fer2013", "majority", "soft")}
+                   "labels": ("auto", "fer2013", "majority", "soft", "mix")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise BadInputError(f"unknown {name.replace('_', ' ')} {getattr(self, name)!r} "
@@ -107,7 +108,7 @@ class TrainConfig:
                   ("cutmix", self.cutmix >= 0),
                   ("label_smoothing", 0 <= self.label_smoothing < 1), ("ema", 0 <= self.ema < 1),
                   ("bias_lr_scale", self.bias_lr_scale > 0), ("muon_lr", self.muon_lr > 0),
-                  ("stop_at", 0 <= self.stop_at <= 1), ("stop_at_train", 0 <= self.stop_at_train <= 1),
+                  ("stop_at", 0 <= self.stop_at <= 1), ("vote_weight", 0 <= self.vote_weight <= 1), ("stop_at_train", 0 <= self.stop_at_train <= 1),
                   ("swa_start", 0 <= self.swa_start <= self.epochs),
                   ("dropout", self.dropout == -1 or 0 <= self.dropout < 1),
                   ("distill_alpha", 0 <= self.distill_alpha <= 1), ("distill_temp", self.distill_temp > 0),

@@ -402,18 +402,19 @@ def class_set_for(source: str | os.PathLike, spec: str = "all", merge: str | Non
     from .ferplus import label_mode
 
     mode = label_mode(source, labels)
-    universe = FER_CLASSES if mode == "fer2013" else FERPLUS_CLASSES
+    universe = FER_CLASSES if mode in ("fer2013", "mix") else FERPLUS_CLASSES
     class_set = ClassSet.parse(spec, merge, universe)
     class_set.check_within(universe, f"{source} with {mode} labels")
     return class_set
 
 
 def load_faces(source: str | os.PathLike, split: str, class_set: ClassSet | None = None,
-               use_cache: bool = True, labels: str = "auto") -> FaceSet:
+               use_cache: bool = True, labels: str = "auto", vote_weight: float = 0.5) -> FaceSet:
     """The faces of ``split`` in ``source``, equalized, relabelled to ``class_set``.
 
     ``labels`` picks the target on FER+ sources (see :mod:`fervid.ferplus`): ``fer2013``
-    (the original labels), ``majority`` or ``soft``; ``auto`` is FER-2013's own labels on
+    (the original labels), ``majority``, ``soft`` or ``mix`` (the original labels with
+    ``vote_weight`` of the vote distribution); ``auto`` is FER-2013's own labels on
     FER-2013 and the FER+ majority on FER+.
     """
     from .ferplus import ferplus_source, label_mode, load_ferplus_faces
@@ -422,7 +423,7 @@ def load_faces(source: str | os.PathLike, split: str, class_set: ClassSet | None
     class_set = class_set or class_set_for(source, "all", None, mode)
     plus = ferplus_source(source, mode)
     if plus is not None:
-        return load_ferplus_faces(plus, split, class_set, mode, use_cache=use_cache)
+        return load_ferplus_faces(plus, split, class_set, mode, use_cache=use_cache, vote_weight=vote_weight)
     raw = read_source(source, use_cache=use_cache)
     mapped = class_set.label_map()[raw.labels]
     mask = split_mask(raw, split) & (mapped >= 0)

@@ -239,7 +239,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
 
     class_set = class_set_for(cfg.data, cfg.classes, cfg.merge, cfg.labels)
     if train_set is None:
-        train_set = load_faces(cfg.data, cfg.train_split, class_set, labels=cfg.labels)
+        train_set = load_faces(cfg.data, cfg.train_split, class_set, labels=cfg.labels,
+                               vote_weight=cfg.vote_weight)
     if val_set is None:  # validated on hard labels (soft-trained FER+ models: the majority, as FER+ scores)
         val_set = load_faces(cfg.data, cfg.val_split, class_set, labels=scoring_labels(cfg.labels))
     if cfg.limit and cfg.limit < len(train_set):  # a seeded random subset: sources are sorted by class

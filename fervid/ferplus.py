@@ -22,7 +22,11 @@ faces load in well under a second after the first time. The target is chosen at 
   votes dropped, the top classes up to three covering 3/4 of the votes, faces where they
   cover half or less dropped), trained on with cross-entropy against it;
 - ``fer2013``: the original FER-2013 label, where it is known (``fer2013_labels.csv`` beside
-  the folders, or ``fer2013.csv``'s ``emotion`` column).
+  the folders, or ``fer2013.csv``'s ``emotion`` column);
+- ``mix``: both at once, for a FER-2013 model that has heard the ten annotators: the target is
+  ``(1 - w)`` times the original label plus ``w`` (``vote_weight``) times the vote distribution
+  (the original label alone where FER+ dropped the face), so the cross-entropy is the weighted
+  sum of the two losses. Validated on the original labels, like a FER-2013 model.
 """
 from __future__ import annotations
 
@@ -48,7 +52,9 @@ TO_FERVID = np.array([ALL_CLASSES.index(c) for c in
                       ("neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt")])
 #: FER+ folders and the FER-2013 split each holds.
 FOLDERS: dict[str, str] = {"FER2013Train": "Training", "FER2013Valid": "PublicTest", "FER2013Test": "PrivateTest"}
-LABEL_MODES: tuple[str, ...] = ("auto", "fer2013", "majority", "soft")
+LABEL_MODES: tuple[str, ...] = ("auto", "fer2013", "majority", "soft", "mix")
+#: Label modes that read FER+ votes (and so need a FER+ source).
+VOTE_MODES: tuple[str, ...] = ("majority", "soft", "mix")
 #: FER+ had ten annotators a face; Microsoft's own file has one face with nine votes, so fewer pass.
 MAX_VOTES = 10
 VOTES_CSV = "fer2013new.csv"
@@ -95,7 +101,7 @@ def ferplus_source(source: str | os.PathLike, labels: str = "auto") -> Path | No
     if src.is_file():
         if _is_votes_csv(src):
             return src
-        if labels in ("majority", "soft") and (src.parent / VOTES_CSV).is_file():
+        if labels in VOTE_MODES and (src.parent / VOTES_CSV).is_file():
             return src.parent / VOTES_CSV
     return None
 
@@ -106,11 +112,11 @@ def label_mode(source: str | os.PathLike, labels: str = "auto") -> str:
     if labels not in LABEL_MODES:
         raise BadInputError(f"unknown labels {labels!r} (use {', '.join(LABEL_MODES)})")
     if not Path(source).expanduser().exists():
-        if labels in ("majority", "soft"):
+        if labels in VOTE_MODES:
             raise BadInputError(f"{source}: no such file or folder")
         return "fer2013"  # reading it says what is missing; a caller that brings its own faces never reads it
     if ferplus_source(source, labels) is None:
-        if labels in ("majority", "soft"):
+        if labels in VOTE_MODES:
             raise BadInputError(f"{source}: --labels {labels} needs FER+ votes (the FER2013Train/... folders, "
                                 f"or {VOTES_CSV} beside {PIXELS_CSV})")
         return "fer2013"
@@ -119,8 +125,9 @@ def label_mode(source: str | os.PathLike, labels: str = "auto") -> str:
 
 def scoring_labels(mode: str) -> str:
     """The labels a model trained with ``mode`` is validated on: FER+'s literature scores the
-    majority label, also for models trained on the distribution."""
-    return "majority" if mode == "soft" else mode
+    majority label, also for models trained on the distribution; a ``mix`` model is a FER-2013
+    model and is scored on the original labels."""
+    return {"soft": "majority", "mix": "fer2013"}.get(mode, mode)
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -376,16 +383,19 @@ def soft_targets(votes: np.ndarray) -> np.ndarray:
 
 
 def load_ferplus_faces(source: Path, split: str, class_set: ClassSet, mode: str,
-                       use_cache: bool = True) -> FaceSet:
-    """The faces of ``split`` with ``mode`` labels (fer2013, majority, soft) in ``class_set``."""
+                       use_cache: bool = True, vote_weight: float = 0.5) -> FaceSet:
+    """The faces of ``split`` with ``mode`` labels (fer2013, majority, soft, mix) in ``class_set``;
+    ``vote_weight`` is the votes' share of a ``mix`` target."""
     raw = read_ferplus(source, use_cache=use_cache)
     lmap = class_set.label_map()
     dist = None
-    if mode == "fer2013":
+    if mode in ("fer2013", "mix"):
         if not (raw.labels >= 0).any():
             raise BadInputError(f"{source}: no original FER-2013 labels here: --labels fer2013 needs "
                                 f"{LABELS_FILE} beside the FER+ folders (or {VOTES_CSV} beside {PIXELS_CSV})")
         source_label = raw.labels
+        if mode == "mix":
+            dist = soft_targets(raw.votes)
     elif mode == "majority":
         source_label = majority_labels(raw.votes)
     else:
@@ -403,7 +413,13 @@ def load_ferplus_faces(source: Path, split: str, class_set: ClassSet, mode: str,
         for s, d in enumerate(lmap):
             if d >= 0:
                 targets[:, d] += dist[mask, s]
-        targets = (targets / targets.sum(1, keepdims=True)).astype(np.float32)
+        total = targets.sum(1, keepdims=True)
+        targets = np.divide(targets, total, out=np.zeros_like(targets), where=total > 0)
+        if mode == "mix":  # the original label, with the votes' share where FER+ kept the face
+            onehot = np.eye(len(class_set.classes))[hard]
+            w = np.where(total > 0, float(vote_weight), 0.0)
+            targets = (1.0 - w) * onehot + w * targets
+        targets = targets.astype(np.float32)
     counts = {c: int((hard == i).sum()) for i, c in enumerate(class_set.classes)}
     return FaceSet(np.asarray(raw.equalized[mask]), hard, class_set.classes,
                    name=f"{source.name}:{split} ({mode} labels)", counts=counts, targets=targets)

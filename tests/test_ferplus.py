@@ -19,7 +19,7 @@ import pytest
 from fervid import ferplus
 from fervid.data import ALL_CLASSES, FER_CLASSES, ClassSet, class_set_for, load_faces
 from fervid.errors import BadInputError
-from fervid.ferplus import VOTE_COLUMNS, majority_labels, read_ferplus, soft_targets
+from fervid.ferplus import VOTE_COLUMNS, majority_labels, read_ferplus, scoring_labels, soft_targets
 from fervid.preprocess import equalize_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,6 +224,38 @@ def test_soft_targets_follow_class_sets_and_merges(release):
     assert np.allclose(dropped.targets.sum(1), 1)  # a dropped class's share is renormalised away
     maj = load_faces(src, "all", ClassSet.parse("fer2013", "contempt:disgust", ALL_CLASSES), labels="majority")
     assert maj.counts["disgust"] == load_faces(src, "all").counts["disgust"] + load_faces(src, "all").counts["contempt"]
+
+
+def test_mix_is_the_original_label_plus_a_share_of_the_votes(release):
+    root, _ = release
+    src = root / "ferplus"
+    orig = load_faces(src, "all", labels="fer2013")
+    mix = load_faces(src, "all", labels="mix", vote_weight=0.3)
+    assert mix.classes == FER_CLASSES == orig.classes  # a FER-2013 model: seven classes
+    assert np.array_equal(mix.labels, orig.labels) and np.array_equal(mix.images, orig.images)
+    assert mix.targets.shape == (len(mix), 7) and np.allclose(mix.targets.sum(1), 1)
+    onehot = np.eye(7)[mix.labels]
+    # Where FER+ kept the face: 0.7 of the original label + 0.3 of the votes (contempt's share
+    # renormalised away); where FER+ dropped it, the original label alone.
+    votes = (mix.targets - 0.7 * onehot) / 0.3
+    differs = ~np.isclose(mix.targets, onehot, atol=1e-6).all(1)
+    assert differs.any()  # the votes moved some targets off the original label
+    assert (votes[differs] > -1e-5).all() and np.allclose(votes[differs].sum(1), 1, atol=1e-5)
+    # The weight's ends: 0 is the original labels; 1 is the votes wherever FER+ kept the face.
+    zero = load_faces(src, "all", labels="mix", vote_weight=0.0)
+    assert np.allclose(zero.targets, onehot)
+    one = load_faces(src, "all", labels="mix", vote_weight=1.0)
+    assert np.allclose(one.targets[differs], votes[differs], atol=1e-5)
+    assert scoring_labels("mix") == "fer2013" and scoring_labels("soft") == "majority"
+
+
+def test_mix_needs_votes_and_a_weight_in_range(release):
+    from fervid.config import TrainConfig
+
+    with pytest.raises(BadInputError, match="needs FER\\+ votes"):
+        load_faces(TEST_FER, "train", labels="mix")
+    with pytest.raises(BadInputError, match="vote-weight"):
+        TrainConfig(labels="mix", vote_weight=1.5).validate()
 
 
 def test_label_choices_that_cannot_work(release, tmp_path):

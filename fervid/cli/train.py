@@ -59,8 +59,10 @@ def add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = (),
     texts = {
         "data": "FER-2013 source (fer2013.csv or a folder in the Kaggle layout) or FER+ (the FER2013Train/... "
                 "folders, or fer2013new.csv beside fer2013.csv)",
-        "labels": "training target: auto, fer2013 (original labels), majority or soft (FER+ votes; "
-                  "auto = majority on FER+, the original labels on FER-2013)",
+        "labels": "training target: auto, fer2013 (original labels), majority or soft (FER+ votes), "
+                  "or mix (the original labels with --vote-weight of the votes; validated on the original "
+                  "labels); auto = majority on FER+, the original labels on FER-2013",
+        "vote_weight": "with --labels mix: the FER+ votes' share of each target, 0..1",
         "train_split": "split(s) to train on: Training, PublicTest, PrivateTest, train, test, all",
         "val_split": "split for validation, checkpoint selection and early stopping",
         "classes": "class set: all (FER+: with contempt), fer2013, no-disgust, no-disgust-fear or a comma list",
