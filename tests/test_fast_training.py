@@ -134,6 +134,32 @@ def test_fastnet_starts_as_identity_and_takes_any_face_size():
         assert model(torch.randn(2, 1, side, side)).shape == (2, 7)
 
 
+def test_fastnet_normalises_before_the_pool_in_eval_with_the_same_numbers():
+    """Eval puts conv1's BatchNorm before the max-pool (so ONNX folds it into the conv); with a
+    positive fixed scale the two orders agree, and an exported graph has no BatchNorm left."""
+    from fervid.models.fastnet import ConvGroup
+
+    torch.manual_seed(0)
+    group = ConvGroup(3, 8)
+    with torch.no_grad():
+        group.norm1.running_mean.uniform_(-1, 1)
+        group.norm1.running_var.uniform_(0.2, 3)
+        group.norm1.bias.uniform_(-1, 1)
+    group.eval()
+    x = torch.randn(4, 3, 12, 12)
+    pooled_first = group.act(group.norm2(group.conv2(group.act(group.norm1(group.pool(group.conv1(x)))))))
+    assert torch.allclose(group(x), pooled_first, atol=1e-5)
+    assert not torch.allclose(group.norm1(group.conv1(x)), group.conv1(x))  # the norm does something
+    pytest.importorskip("onnx")
+    import onnx
+
+    from fervid.export import onnx_bytes
+
+    model = create_model("fastnet_s", num_classes=7).eval()
+    ops = {n.op_type for n in onnx.load_from_string(onnx_bytes(model, {"arch": "fastnet_s", "classes": ["a"] * 7})).graph.node}
+    assert "Conv" in ops and "BatchNormalization" not in ops
+
+
 def test_triangle_schedule_and_bias_lr_scale():
     steps = [i / 100 for i in range(101)]
     tri = [lr_factor(p, "triangle", 0.2) for p in steps]
