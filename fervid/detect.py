@@ -19,6 +19,10 @@ OpenCV, so detection adds no dependency. Three things are done around it:
   0.2, 0.35 retry identical; padding every image first *lowers* it to 99.3-99.7%), and on
   raw 48x48 FER crops enlarged to 192 px a 0.1 retry finds 99.0% against 98.6%, larger
   pads less. Images with a face cost nothing extra.
+* Each face gets a second look (``face_check``, :mod:`fervid.face_check`): in a colour image
+  it must be found in the gray copy too, and its landmarks must be a possible face. It turns
+  away headlights YuNet takes for faces (docs/bench/detection); a frame whose faces all fail it
+  is retried with padding like a frame without any.
 """
 from __future__ import annotations
 

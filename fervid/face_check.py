@@ -24,10 +24,13 @@ on the check set, multi-face scenes composed from committed images, and the real
   (0.78 and 0.76), while some FER faces drop (0.78 to 0.07); worse than nothing.
 * **A gray look** separates: a human face is a face without colour (FER-2013 and most of
   realfaces are gray), while the headlight's face-likeness is mostly its warm colour. In the gray
-  copy of the image the headlights score 0.47 and 0.46, real colour faces lose 0.01-0.07
-  (0.87 -> 0.80 the largest, a small face in a street photo). So a face found in a colour image
-  must also be found, at the same place, in its gray copy with a score of at least GRAY_SCORE.
-  Gray images are their own gray copy: for them the look changes nothing and costs nothing.
+  copy of the image the headlights score 0.47 and 0.46, the colour faces of the check set and
+  two street/people photos lose 0.01-0.07 (0.87 -> 0.80 the largest, a small face in a street
+  photo). So a face found in a colour image must also be found, at the same place, in its gray
+  copy with a score of at least GRAY_SCORE. Gray images are their own gray copy: for them the
+  look changes nothing and costs nothing. Its price: a few dark, shadowed colour close-ups that
+  YuNet barely finds in colour (0.63-0.80) and not in gray: 3 of realfaces' 1,803 photos at 0.5
+  (5 at 0.55, 7 at 0.6; at 0.45 both headlights pass).
 
 The check is the gray look plus the geometry sanity test; it costs one more YuNet pass on
 colour images in which a face was found. ``FaceDetector(face_check=False)`` and
@@ -42,8 +45,8 @@ import cv2
 import numpy as np
 
 #: Score a face found in a colour image needs at the same place in the image's gray copy.
-#: Headlights: 0.47 and 0.46 there; real colour faces measured: 0.80 and above.
-GRAY_SCORE = 0.55
+#: Headlights: 0.47 and 0.46 there; real colour faces in ordinary photos: 0.80 and above.
+GRAY_SCORE = 0.5
 #: Overlap (intersection over union) of a colour detection and a gray one for "the same place".
 GRAY_IOU = 0.5
 #: Mean absolute difference between colour channels below which an image counts as gray
