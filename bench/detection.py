@@ -241,7 +241,8 @@ class Config:
             return False
         if self.geometry and not face_check.plausible(d.landmarks, d.face_size):
             return False
-        return not self.gray or gray_score is None or gray_score >= self.gray_score
+        return (not self.gray or gray_score is None or d.score >= face_check.GRAY_BELOW
+                or gray_score >= self.gray_score)
 
     def apply(self, c: Candidates) -> list[Detection]:
         """What FaceDetector.detect returns under this configuration (see its retry rule)."""
@@ -360,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     meta = {"command": "python bench/detection.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip(),
             "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - t0, 1),
-            "floor": FLOOR, "gray_score": face_check.GRAY_SCORE, "gray_iou": face_check.GRAY_IOU,
+            "floor": FLOOR, "gray_score": face_check.GRAY_SCORE, "gray_below": face_check.GRAY_BELOW,
+            "gray_iou": face_check.GRAY_IOU,
             "bounds": face_check.BOUNDS}
     (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
     (out / "README.md").write_text(markdown(results, meta))

@@ -206,7 +206,7 @@ class FaceDetector:
 
     def _gray_rows(self, gray: np.ndarray | None, rows: np.ndarray, pad: float) -> np.ndarray | None:
         """YuNet's rows on the gray copy (same pass), for face_check's gray look; None when not needed."""
-        if gray is None or not (rows[:, 14] >= self.min_confidence).any():
+        if gray is None or not ((rows[:, 14] >= self.min_confidence) & (rows[:, 14] < face_check.GRAY_BELOW)).any():
             return None
         return self._detect_scaled(gray, pad, min(face_check.GRAY_SCORE, self.min_confidence))
 
@@ -224,7 +224,8 @@ class FaceDetector:
             marks = [(float(r[4 + 2 * i]), float(r[5 + 2 * i])) for i in range(5)]
             if self.face_check and not face_check.plausible(marks, float(r[3])):
                 continue
-            if gray_rows is not None and face_check.gray_score(r, gray_rows) < face_check.GRAY_SCORE:
+            if (gray_rows is not None and r[14] < face_check.GRAY_BELOW
+                    and face_check.gray_score(r, gray_rows) < face_check.GRAY_SCORE):
                 continue
             out.append(Detection((int(round(x0)), int(round(y0)), bw, bh), float(r[14]), marks, float(r[3])))
         return out
