@@ -257,7 +257,8 @@ class Config:
 def default_configs() -> list[Config]:
     """Before and after (fervid's defaults without and with the check), then the routes measured alone."""
     return [Config("before: score >= 0.6 (fervid until now)"),
-            Config(f"after: face check (gray look >= {face_check.GRAY_SCORE:g} + geometry)", geometry=True, gray=True),
+            Config(f"after: face check (gray look >= {face_check.GRAY_SCORE:g} for scores under "
+                   f"{face_check.GRAY_BELOW:g}, + geometry)", geometry=True, gray=True),
             Config("geometry only", geometry=True),
             Config("gray look only", gray=True)] + [
         Config(f"face check with gray look >= {t:g}", geometry=True, gray=True, gray_score=t)
@@ -295,6 +296,12 @@ def markdown(results: list[dict], meta: dict) -> str:
              f"Written by `{meta['command']}` ({meta['date']}). Sets and sources: "
              "[tests/data/detection/README.md](../../../tests/data/detection/README.md); the check: "
              "`fervid/face_check.py`.", "",
+             "*before* is fervid until this check, *after* its default now; the other rows are each route "
+             "alone (score thresholds, the geometry test, the gray look at other thresholds). The photos "
+             "include " + ("the 3 from PyPI wheels that are not committed (`--wheels DIR`, after "
+             "`pip download ultralytics imgaug --no-deps -d DIR`); " if meta.get("wheels") else "") +
+             "multi-face scenes are composed from committed images (`scenes()`). `--cache` only reuses "
+             "YuNet's detections between runs.", "",
              "| configuration | no-face photos with a face | false faces | multi/one-face photos counted exactly |"
              + (" realfaces found | realfaces with >1 face |" if "realfaces" in results[0] else ""),
              "| --- | --- | --- | --- |" + (" --- | --- |" if "realfaces" in results[0] else "")]
@@ -361,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     meta = {"command": "python bench/detection.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip(),
             "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - t0, 1),
-            "floor": FLOOR, "gray_score": face_check.GRAY_SCORE, "gray_below": face_check.GRAY_BELOW,
+            "wheels": bool(args.wheels), "floor": FLOOR, "gray_score": face_check.GRAY_SCORE, "gray_below": face_check.GRAY_BELOW,
             "gray_iou": face_check.GRAY_IOU,
             "bounds": face_check.BOUNDS}
     (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
