@@ -19,6 +19,10 @@ OpenCV, so detection adds no dependency. Three things are done around it:
   0.2, 0.35 retry identical; padding every image first *lowers* it to 99.3-99.7%), and on
   raw 48x48 FER crops enlarged to 192 px a 0.1 retry finds 99.0% against 98.6%, larger
   pads less. Images with a face cost nothing extra.
+* Each face gets a second look (``face_check``, :mod:`fervid.face_check`): in a colour image
+  it must be found in the gray copy too, and its landmarks must be a possible face. It turns
+  away headlights YuNet takes for faces (docs/bench/detection); a frame whose faces all fail it
+  is retried with padding like a frame without any.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ import cv2
 import numpy as np
 
 from .errors import ModelFileError
+from . import face_check
 
 YUNET_PATH = Path(__file__).resolve().parent / "assets" / "yunet.onnx"
 #: Longer image side YuNet runs at by default; larger images are shrunk for detection only
@@ -116,7 +121,8 @@ class FaceDetector:
     """
 
     def __init__(self, min_confidence: float = 0.6, min_face: int = 20, detect_size: int = DETECT_SIZE,
-                 pad: float = PAD, model: str | os.PathLike | None = None, threads: int | None = None):
+                 pad: float = PAD, model: str | os.PathLike | None = None, threads: int | None = None,
+                 face_check: bool = True):
         import onnxruntime as ort
 
         path = Path(model) if model else YUNET_PATH
@@ -128,6 +134,7 @@ class FaceDetector:
         self.min_face = int(min_face)
         self.detect_size = check_detect_size(detect_size)
         self.pad = float(pad)
+        self.face_check = bool(face_check)  # the second look of fervid.face_check
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = int(threads)
@@ -148,7 +155,7 @@ class FaceDetector:
     def max_side(self) -> int:  # the name before detect_size existed
         return self.detect_size
 
-    def _run(self, bgr: np.ndarray) -> np.ndarray:
+    def _run(self, bgr: np.ndarray, threshold: float | None = None) -> np.ndarray:
         """Raw YuNet rows for one BGR uint8 image, in its pixel coordinates."""
         h, w = bgr.shape[:2]
         pad_h, pad_w = -(-h // DIVISOR) * DIVISOR, -(-w // DIVISOR) * DIVISOR
@@ -160,9 +167,9 @@ class FaceDetector:
             blob[0, :, h:, :] = 0
             blob[0, :, :, w:] = 0
         outputs = self._session.run(self._outputs, {self._input: blob})
-        return decode(outputs, pad_w, pad_h, self.min_confidence)
+        return decode(outputs, pad_w, pad_h, self.min_confidence if threshold is None else threshold)
 
-    def _detect_scaled(self, bgr: np.ndarray, pad: float) -> np.ndarray:
+    def _detect_scaled(self, bgr: np.ndarray, pad: float, threshold: float | None = None) -> np.ndarray:
         """Raw YuNet rows (x, y, w, h, 10 landmark coords, score) in ``bgr``'s coordinates."""
         h, w = bgr.shape[:2]
         p = int(round(pad * max(h, w))) if pad > 0 else 0
@@ -173,7 +180,7 @@ class FaceDetector:
         if scale != 1.0:
             img = cv2.resize(img, (max(1, round(pw * scale)), max(1, round(ph * scale))),
                              interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        rows = self._run(img).astype(np.float64)
+        rows = self._run(img, threshold).astype(np.float64)
         if len(rows):
             rows[:, :14] /= scale
             rows[:, [0, 4, 6, 8, 10, 12]] -= p
@@ -187,10 +194,26 @@ class FaceDetector:
         elif image.shape[2] == 4:
             image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
         image = np.ascontiguousarray(image)
+        gray = face_check.gray_copy(image) if self.face_check else None
         rows = self._detect_scaled(image, 0.0)
-        if not len(rows) and self.pad > 0:
+        out = self._faces(rows, image.shape, self._gray_rows(gray, rows, 0.0))
+        # retry with padding when YuNet found nothing, or (face_check) nothing that passed the check
+        if self.pad > 0 and (not len(rows) or (self.face_check and not out)):
             rows = self._detect_scaled(image, self.pad)
-        h, w = image.shape[:2]
+            out = self._faces(rows, image.shape, self._gray_rows(gray, rows, self.pad))
+        out.sort(key=lambda d: -d.box[2] * d.box[3])
+        return out
+
+    def _gray_rows(self, gray: np.ndarray | None, rows: np.ndarray, pad: float) -> np.ndarray | None:
+        """YuNet's rows on the gray copy (same pass), for face_check's gray look; None when not needed."""
+        if gray is None or not ((rows[:, 14] >= self.min_confidence) & (rows[:, 14] < face_check.GRAY_BELOW)).any():
+            return None
+        return self._detect_scaled(gray, pad, min(face_check.GRAY_SCORE, self.min_confidence))
+
+    def _faces(self, rows: np.ndarray, shape: tuple, gray_rows: np.ndarray | None = None) -> list[Detection]:
+        """Detections of raw rows that pass the score, size and (``face_check``) the second look:
+        plausible landmarks and, in a colour image (``gray_rows``), a face in its gray copy too."""
+        h, w = shape[:2]
         out: list[Detection] = []
         for r in rows:
             x0, y0 = max(0.0, r[0]), max(0.0, r[1])
@@ -199,6 +222,10 @@ class FaceDetector:
             if r[14] < self.min_confidence or min(r[2], r[3]) < self.min_face or bw < 1 or bh < 1:
                 continue
             marks = [(float(r[4 + 2 * i]), float(r[5 + 2 * i])) for i in range(5)]
+            if self.face_check and not face_check.plausible(marks, float(r[3])):
+                continue
+            if (gray_rows is not None and r[14] < face_check.GRAY_BELOW
+                    and face_check.gray_score(r, gray_rows) < face_check.GRAY_SCORE):
+                continue
             out.append(Detection((int(round(x0)), int(round(y0)), bw, bh), float(r[14]), marks, float(r[3])))
-        out.sort(key=lambda d: -d.box[2] * d.box[3])
         return out

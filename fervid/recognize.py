@@ -354,11 +354,14 @@ class Recognizer:
     but small faces are missed sooner).
     ``prior``: ``"fer2013"`` (probabilities as trained), ``"uniform"`` or a class->weight
     JSON/CSV file: the class mix the probabilities are re-weighted for (see :mod:`fervid.calibrate`).
+    ``face_check``: the detector's second look at each face (:mod:`fervid.face_check`); False
+    reports everything YuNet scores above ``min_confidence``.
     """
 
     def __init__(self, model: str | Path | None = None, *, min_confidence: float = 0.6, min_face: int = 20,
                  classes: Sequence[str] | str | None = None, detect: bool = True, threads: int | None = None,
-                 pad: float = PAD, detect_size: int = DETECT_SIZE, prior: str | os.PathLike | None = DEFAULT_PRIOR):
+                 pad: float = PAD, detect_size: int = DETECT_SIZE, prior: str | os.PathLike | None = DEFAULT_PRIOR,
+                 face_check: bool = True):
         self._session, meta, self.model_path = open_model(model, threads)
         self.meta: dict[str, Any] = meta
         self.model_classes: list[str] = list(meta["classes"])
@@ -381,8 +384,8 @@ class Recognizer:
         self.prior = DEFAULT_PRIOR if prior is None else str(prior)
         self._prior = resolve_prior(self.prior, self.model_classes, meta)
         self.detect_faces = bool(detect)
-        self.detector = (FaceDetector(min_confidence, min_face, detect_size=detect_size, pad=pad, threads=threads)
-                         if detect else None)
+        self.detector = (FaceDetector(min_confidence, min_face, detect_size=detect_size, pad=pad, threads=threads,
+                                      face_check=face_check) if detect else None)
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
         """Faces in a BGR (or gray) image, largest first; the whole image when ``detect=False``."""

@@ -88,6 +88,8 @@ class ServeConfig:
     detect_size: int | None = None
     #: Class prior of the probabilities: fer2013 (as trained), uniform or a class->weight file.
     prior: str = "fer2013"
+    #: The detector's second look at each face (fervid.face_check); False: YuNet's threshold alone.
+    face_check: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_upload_mb", "max_pixels", "max_batch_files", "max_batch_mb", "max_video_mb",
@@ -141,7 +143,7 @@ def load_recognizer(config: ServeConfig) -> Any:
     from .recognize import Recognizer
 
     return Recognizer(config.model, min_confidence=config.min_confidence, min_face=config.min_face,
-                      classes=config.classes, threads=1, prior=config.prior,
+                      classes=config.classes, threads=1, prior=config.prior, face_check=config.face_check,
                       **({"detect_size": config.detect_size} if config.detect_size else {}))
 
 

@@ -25,6 +25,9 @@ def add_detect_flags(p: argparse.ArgumentParser) -> None:
                    help="longest side, in pixels, images are shrunk to for face detection: smaller is faster "
                    "but misses small faces sooner; larger images only (default: "
                    f"{DETECT_SIZE_DEFAULT})")
+    p.add_argument("--no-face-check", dest="face_check", action="store_false", default=None,
+                   help="report every face the detector scores above --min-confidence, without fervid's second "
+                   "look that turns away things that are not faces (headlights, animals; see fervid/face_check.py)")
 
 
 def add_prior_flag(p: argparse.ArgumentParser) -> None:
@@ -51,6 +54,9 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
 
 
 def detect_kwargs(args: argparse.Namespace) -> dict:
-    """``detect_size=...`` and ``prior=...`` for ``Recognizer`` when the flags were given (else the library's defaults)."""
+    """``detect_size=...``, ``prior=...`` and ``face_check=False`` for ``Recognizer`` when the flags were given
+    (else the library's defaults)."""
     size, prior = getattr(args, "detect_size", None), getattr(args, "prior", None)
-    return {**({} if size is None else {"detect_size": size}), **({} if prior is None else {"prior": prior})}
+    check = getattr(args, "face_check", None)
+    return {**({} if size is None else {"detect_size": size}), **({} if prior is None else {"prior": prior}),
+            **({} if check is None else {"face_check": bool(check)})}

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         max_batch_files=args.max_batch_files, max_batch_mb=args.max_batch_mb, max_video_mb=args.max_video_mb,
         max_video_seconds=args.max_video_seconds, max_uploads=args.max_uploads,
         max_video_uploads=args.max_video_uploads, concurrency=threads, min_confidence=args.min_confidence,
-        min_face=args.min_face, classes=classes, detect_size=args.detect_size,
+        min_face=args.min_face, classes=classes, detect_size=args.detect_size, face_check=args.face_check is not False,
         prior=os.path.abspath(args.prior) if os.path.exists(args.prior) else args.prior)
     _check_port(args.host, args.port)
     import logging
