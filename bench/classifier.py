@@ -2,7 +2,7 @@
 
 Runtimes, each timed from uint8 equalized 48x48 faces to class scores (what a caller gets):
 
-* ``torch-fp32`` / ``torch-bf16``: ``fervid.engine.predict_logits`` (bf16 = CPU autocast);
+* ``torch-fp32`` / ``torch-bf16``: ``fervid.training.engine.predict_logits`` (bf16 = CPU autocast);
 * ``onnx-fp32``: ``Recognizer.probabilities`` on the ONNX export (fervid's recognition path);
 * ``onnx-int8``: the same on a statically quantised copy (``fervid export --int8``: QDQ, uint8
   activations, per-channel int8 weights, calibrated on Training faces), for every
@@ -43,20 +43,20 @@ def gemm_peak(threads: int, seconds: float) -> dict[str, float]:
 
 
 def pretrained() -> tuple[Any, dict[str, Any]]:
-    from fervid.checkpoint import load_model
+    from fervid.training.checkpoint import load_model
 
     return load_model(SHIPPED)
 
 
 def shipped_arch() -> str | None:
     """The architecture of the model in the package (the one timed with trained weights)."""
-    from fervid.checkpoint import read_meta
+    from fervid.training.checkpoint import read_meta
 
     return read_meta(SHIPPED)["arch"] if SHIPPED.is_file() else None
 
 
 def random_model(arch: str) -> tuple[Any, dict[str, Any]]:
-    from fervid.checkpoint import make_meta
+    from fervid.training.checkpoint import make_meta
     from fervid.data import FER_CLASSES
     from fervid.models import count_flops, count_params, create_model
 
@@ -112,8 +112,8 @@ def runners(model: Any, onnx_path: Path, threads: int, int8: Path | None) -> dic
     """Format name -> fn(uint8 faces [N,48,48]) -> scores."""
     import torch
 
-    from fervid.engine import predict_logits
-    from fervid.recognize import Recognizer
+    from fervid.training.engine import predict_logits
+    from fervid.recognition.recognize import Recognizer
 
     torch.set_num_threads(threads)
     model = copy.deepcopy(model).float().eval()
@@ -156,9 +156,10 @@ def publictest(limit: int) -> Any:
 
 
 def accuracies(model: Any, meta: dict, onnx_paths: dict[str, Path], faces: Any, threads: int) -> dict[str, float]:
-    """PublicTest accuracy of the shipped model per runtime, through ``fervid.evaluate.evaluate``."""
-    from fervid.evaluate import OnnxPredictor, evaluate
-    from fervid.recognize import open_model
+    """PublicTest accuracy of the shipped model per runtime, through ``fervid.analysis.evaluate.evaluate``."""
+    from fervid.analysis.evaluate import evaluate
+    from fervid.analysis.predictors import OnnxPredictor
+    from fervid.recognition.recognize import open_model
 
     acc = {}
     for fmt, precision in (("torch-fp32", "fp32"), ("torch-bf16", "bf16")):
@@ -194,7 +195,7 @@ def run(archs: list[str], threads: int, seconds: float, windows: int, tmp: Path,
         int8 = quantize(path, tmp / f"{arch}-int8.onnx", calib)
         if shipped:
             dyn = quantize(path, tmp / f"{arch}-int8-dynamic.onnx", calib, dynamic=True)
-            from fervid.recognize import Recognizer
+            from fervid.recognition.recognize import Recognizer
 
             dyn_fn = Recognizer(dyn, detect=False, threads=threads).probabilities
             result["int8_dynamic_faces_per_s_b32"] = round(rate(lambda: dyn_fn(faces[:32]), 32, seconds, 1), 1)

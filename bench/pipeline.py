@@ -1,7 +1,7 @@
 """End-to-end speed: ``predict`` on a folder of photos and ``video`` on a clip, stage by stage.
 
-Both run fervid's own code paths: ``Recognizer.predict`` plus ``fervid.draw.annotate`` and an
-image write per photo (what ``fervid predict`` does per file), and ``fervid.video.process_video``
+Both run fervid's own code paths: ``Recognizer.predict`` plus ``fervid.recognition.draw.annotate`` and an
+image write per photo (what ``fervid predict`` does per file), and ``fervid.recognition.video.process_video``
 writing the annotated video and the per-frame CSV (``fervid video --no-timeline``). A
 :class:`StageRecognizer` only adds clocks around the recogniser's steps, so alignment and
 classification, which ``process_video`` times as one, can be told apart.
@@ -22,7 +22,7 @@ from scenes import recall
 
 def stage_recognizer(threads: int, detect_size: int | None = None, model: str | None = None):
     """A Recognizer that also keeps seconds spent in detection, alignment and classification."""
-    from fervid.recognize import Recognizer
+    from fervid.recognition.recognize import Recognizer
 
     class StageRecognizer(Recognizer):
         def __init__(self, *a: Any, **kw: Any) -> None:
@@ -56,8 +56,8 @@ def stage_recognizer(threads: int, detect_size: int | None = None, model: str | 
 
 def predict_folder(folder: Path, out: Path, threads: int, passes: int, detect_size: int | None = None) -> dict:
     """Images/s of predict + annotate + write over ``folder``; best of ``passes`` passes."""
-    from fervid.draw import annotate
-    from fervid.recognize import read_image
+    from fervid.recognition.draw import annotate
+    from fervid.images import read_image
 
     truth = json.loads((folder / "truth.json").read_text())
     rec = stage_recognizer(threads, detect_size)
@@ -97,7 +97,7 @@ def opencv_detector(threads: int, detect_size: int):
     import cv2
     import numpy as np
 
-    from fervid.detect import NMS_THRESHOLD, TOP_K, YUNET_PATH, FaceDetector
+    from fervid.recognition.detect import NMS_THRESHOLD, TOP_K, YUNET_PATH, FaceDetector
 
     if not hasattr(cv2, "FaceDetectorYN"):
         return None
@@ -121,7 +121,7 @@ def opencv_detector(threads: int, detect_size: int):
 def video(clip: Path, out: Path, threads: int, passes: int, detect_size: int | None = None,
           model: str | None = None, detector: Any = None) -> dict:
     """Frames/s of ``process_video`` (annotated video + CSV) and ms per frame per stage; best pass."""
-    from fervid.video import process_video
+    from fervid.recognition.video import process_video
 
     best: dict[str, Any] = {}
     for k in range(max(1, passes)):
@@ -145,7 +145,7 @@ def video(clip: Path, out: Path, threads: int, passes: int, detect_size: int | N
 
 def sweep(folder: Path, clip: Path, sizes: list[int], threads: int, seconds: float) -> list[dict]:
     """For each detect size: pasted faces found in the photos, and detection ms on a clip frame."""
-    from fervid.detect import FaceDetector
+    from fervid.recognition.detect import FaceDetector
 
     truth = json.loads((folder / "truth.json").read_text())
     photos = {t["file"]: cv2.imread(str(folder / t["file"])) for t in truth}
@@ -167,7 +167,7 @@ def run(folder: Path, clip: Path, tmp: Path, threads: int, passes: int, sizes: l
         seconds: float) -> dict[str, Any]:
     """The end-to-end section: detect-size sweep, predict on the photos, video on the clip."""
     t0 = time.perf_counter()
-    from fervid.detect import DETECT_SIZE
+    from fervid.recognition.detect import DETECT_SIZE
 
     result: dict[str, Any] = {"detect_size_default": DETECT_SIZE,
                               "detect_sizes": sweep(folder, clip, sizes, threads, seconds)}

@@ -47,7 +47,7 @@ def main() -> int:
     import torch
 
     from fervid.data import ClassSet, read_source, split_mask
-    from fervid.evaluate import load_model_any, model_logits
+    from fervid.analysis.predictors import load_model_any, model_logits
     from fervid.preprocess import equalize_batch as eq
 
     torch.set_num_threads(args.threads)

@@ -31,8 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fervid import preprocess  # noqa: E402
-from fervid.detect import DETECT_SIZE, FaceDetector  # noqa: E402
-from fervid.recognize import Recognizer, read_image  # noqa: E402
+from fervid.recognition.detect import DETECT_SIZE, FaceDetector  # noqa: E402
+from fervid.images import read_image  # noqa: E402
+from fervid.recognition.recognize import Recognizer  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "realfaces"
 

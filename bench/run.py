@@ -178,7 +178,7 @@ def _r(a: float | None, b: float | None) -> str:
 
 
 def write_outputs(res: dict, out: Path, chart: Path, update_docs: bool) -> None:
-    from fervid.io import write_text_atomic
+    from fervid.files import write_text_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "results.json", json.dumps(res, indent=1) + "\n")

@@ -3,7 +3,7 @@
     python bench/speedrun.py --config configs/fast.yaml --seeds 3
     python bench/speedrun.py --config configs/fast.yaml --seeds 2 --set whiten=false --out runs/speedrun/no-whiten
 
-Each seed trains with fervid's own engine (``fervid.engine.train``) into ``OUT/seed<N>``, so a
+Each seed trains with fervid's own engine (``fervid.training.engine.train``) into ``OUT/seed<N>``, so a
 seed killed by the end of a session resumes from its last epoch when the command is run
 again, and a finished seed is read back, not retrained. The report (``OUT/report.md``,
 ``OUT/summary.json``, ``OUT/curves.png``) gives, per seed and as mean +- std: PublicTest
@@ -45,7 +45,7 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
 
 
 def seed_config(config: dict[str, Any], sets: dict[str, Any], seed: int, threads: int, out: Path):
-    from fervid.config import TrainConfig
+    from fervid.training.config import TrainConfig
 
     d = json.loads(json.dumps(config))
     for key, value in sets.items():
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"machine: {info['cpu']}, {info['cores']} cores, {args.threads} threads, load {info['load_average']}")
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
     if not args.report_only:
-        from fervid.engine import train
+        from fervid.training.engine import train
 
         for seed in seeds:
             run = out / f"seed{seed}"

@@ -1,7 +1,7 @@
 """Training speed: images per second of fervid's training step, fp32 against bf16 autocast,
 in the NCHW layout and in the NHWC (channels-last) layout the engine trains in.
 
-The step is the one ``fervid.engine.train`` runs (augmentation on the CPU, forward under
+The step is the one ``fervid.training.engine.train`` runs (augmentation on the CPU, forward under
 autocast, label-smoothed cross-entropy, backward, SGD with Nesterov momentum), on real
 Training faces when they are there. Seconds per epoch are the 28,709 Training faces over
 that rate: the evaluation after each epoch and data loading at start are not in it.
@@ -32,9 +32,9 @@ def step_fn(arch: str, precision: str, images: np.ndarray, labels: np.ndarray, b
     import torch
     import torch.nn.functional as F
 
-    from fervid.augment import augment
-    from fervid.config import AugmentConfig
-    from fervid.engine import to_input
+    from fervid.training.augment import augment
+    from fervid.training.config import AugmentConfig
+    from fervid.training.engine import to_input
     from fervid.models import create_model
 
     torch.manual_seed(0)

@@ -34,10 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data as fdata
+from . import fer2013 as fdata
 from .classes import ALL_CLASSES, FER_CLASSES, ClassSet
-from .data import USAGES, FaceSet, RawFer, cache_paths, load_records, save_records, split_mask, splits_found
 from .errors import BadInputError
+from .fer2013 import USAGES, FaceSet, RawFer, cache_paths, load_records, save_records, split_mask, splits_found
 from .preprocess import FACE_SIZE, equalize_batch
 
 #: The ten count columns, in FER+'s order; the first eight are emotions.

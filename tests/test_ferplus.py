@@ -351,8 +351,8 @@ def test_shared_ferplus_counts_agreement_and_fast_second_load(monkeypatch):
 
 def test_training_on_soft_targets_with_mixing(release, tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
-    from fervid import checkpoint as ckpt
-    from fervid import engine
+    from fervid.training import checkpoint as ckpt
+    from fervid.training import engine
 
     torch.set_num_threads(1)
     root, _ = release
@@ -380,8 +380,9 @@ def test_training_on_soft_targets_with_mixing(release, tmp_path, monkeypatch):
 def test_evaluate_reports_majority_and_soft_cross_entropy(release, tiny_model, tmp_path, capsys):
     pytest.importorskip("torch")
     from fervid.cli import main
-    from fervid.engine import predict_logits
-    from fervid.evaluate import load_eval_faces, load_model_any, load_soft_faces
+    from fervid.training.engine import predict_logits
+    from fervid.analysis.evaluate import load_eval_faces, load_soft_faces
+    from fervid.analysis.predictors import load_model_any
 
     root, _ = release
     src = root / "ferplus"
