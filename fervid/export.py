@@ -147,7 +147,7 @@ def quantize_int8(data: bytes, calib: np.ndarray) -> bytes:
     activations whose ranges come from running ``calib``, normalised faces ``[N, 1, 48, 48]``).
 
     Static, not dynamic: ONNX Runtime's dynamic ConvInteger kernels ran about 10x slower than
-    fp32 on 2 cores (bench/classifier.py), while static QDQ convolutions run about 3x faster,
+    fp32 on 2 cores (bench/sections/classifier.py), while static QDQ convolutions run about 3x faster,
     which is what lets a model larger than vgg_s keep the 1,000 faces/s of recognition.
     The metadata of ``data`` is carried over unchanged.
     """

@@ -5,7 +5,7 @@
 #   usage: scripts/ship-model.sh [--int8] RUN_DIR [FER2013_SOURCE]
 # --int8 ships the ONNX graph quantised to int8 (calibrated on Training faces) instead of with
 # fp16 weights: for an architecture too slow in fp32 for recognition's 1,000 faces/s at
-# batch 32 on 2 cores (bench/classifier.py says which). The safetensors stay fp16 either way.
+# batch 32 on 2 cores (bench/sections/classifier.py says which). The safetensors stay fp16 either way.
 set -euo pipefail
 int8=0
 if [ "${1:-}" = --int8 ]; then int8=1; shift; fi

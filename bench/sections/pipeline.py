@@ -15,9 +15,9 @@ from typing import Any
 
 import cv2
 
-from classifier import shipped_arch
-from common import SHIPPED_ONNX, log, rate
-from scenes import recall
+from ..common import SHIPPED_ONNX, log, rate
+from ..scenes import recall
+from .classifier import shipped_arch
 
 
 def stage_recognizer(threads: int, detect_size: int | None = None, model: str | None = None):

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from common import FER_DATA, SHIPPED, log, rate
+from ..common import FER_DATA, SHIPPED, log, rate
 
 BATCHES = (1, 8, 32, 256)
 

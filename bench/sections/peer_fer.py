@@ -6,7 +6,7 @@ fer is used as its README shows: ``FER()`` (Haar cascade detector, and since fer
 quantised TFLite copy of its Keras model, one face per call) and ``Video.analyze``. Its
 Keras model (``FER(use_tflite=False)``) is timed too, called the way fer calls it.
 
-    python bench/peer_fer.py --faces faces.npz --photos DIR --clip clip.mp4 --out peer.json
+    python -m bench.sections.peer_fer --faces faces.npz --photos DIR --clip clip.mp4 --out peer.json
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ warnings.filterwarnings("ignore")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from common import rate  # noqa: E402  (pure Python: no fervid)
-from scenes import recall  # noqa: E402
+from ..common import rate  # noqa: E402  (pure Python: no fervid)
+from ..scenes import recall  # noqa: E402
 
 BATCHES = (1, 8, 32, 256)
 

@@ -1,9 +1,10 @@
 """Training speed: images per second of fervid's training step, fp32 against bf16 autocast,
 in the NCHW layout and in the NHWC (channels-last) layout the engine trains in.
 
-The step is the one ``fervid.training.engine.train`` runs (augmentation on the CPU, forward under
-autocast, label-smoothed cross-entropy, backward, SGD with Nesterov momentum), on real
-Training faces when they are there. Seconds per epoch are the 28,709 Training faces over
+The step is the engine's own (:func:`fervid.training.step.prepare_batch` and
+:func:`~fervid.training.step.train_step`, what ``fervid.training.engine.train`` calls for every
+batch: augmentation on the CPU, forward under autocast, label-smoothed cross-entropy, backward,
+the default config's optimizer), on real Training faces when they are there. Seconds per epoch are the 28,709 Training faces over
 that rate: the evaluation after each epoch and data loading at start are not in it.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from common import FER_DATA, TRAIN_FACES, log, rate
+from ..common import FER_DATA, TRAIN_FACES, log, rate
 
 
 def train_faces(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -29,19 +30,23 @@ def train_faces(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def step_fn(arch: str, precision: str, images: np.ndarray, labels: np.ndarray, batch: int, layout: str = "nhwc"):
+    """One call = one step of the engine's own training step (:mod:`fervid.training.step`):
+    ``prepare_batch`` (augmentation on the CPU) then ``train_step`` (forward under autocast,
+    label-smoothed cross-entropy, backward, the optimizer's step), with the default config's
+    optimizer and augmentation. ``layout`` nchw times the same step without channels-last."""
     import torch
-    import torch.nn.functional as F
 
-    from fervid.training.augment import augment
-    from fervid.training.config import AugmentConfig
-    from fervid.training.engine import to_input
     from fervid.models import create_model
+    from fervid.training.config import TrainConfig
+    from fervid.training.optim import make_optimizer
+    from fervid.training.step import prepare_batch, train_step
 
     torch.manual_seed(0)
     fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
+    cfg = TrainConfig(model=arch, batch_size=batch, mixup=0.0, cutmix=0.0)
     model = create_model(arch, 7).to(memory_format=fmt).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    cfg, gen = AugmentConfig(), torch.Generator().manual_seed(0)
+    opt = make_optimizer(model, cfg)
+    gen, cpu = torch.Generator().manual_seed(0), torch.device("cpu")
     imgs, ys = torch.as_tensor(images), torch.as_tensor(labels)
     dtype = torch.bfloat16 if precision == "bf16" else None
     state = {"i": 0}
@@ -49,14 +54,9 @@ def step_fn(arch: str, precision: str, images: np.ndarray, labels: np.ndarray, b
     def step() -> None:
         i = state["i"] % max(1, len(imgs) // batch)
         state["i"] += 1
-        x = augment(to_input(imgs[i * batch:(i + 1) * batch], torch.device("cpu")), cfg, gen).contiguous(memory_format=fmt)
-        y = ys[i * batch:(i + 1) * batch]
-        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=0.1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        x, y, mixed = prepare_batch(imgs[i * batch:(i + 1) * batch], ys[i * batch:(i + 1) * batch], cfg, gen,
+                                    None, None, cpu, memory_format=fmt)
+        train_step(model, opt, x, y, mixed, cfg.lr, cfg, dtype)
 
     return step
 
