@@ -24,6 +24,7 @@ from .data import load_faces
 from .errors import BadInputError, FervidError, ModelFileError
 from .files import atomic_path, write_text_atomic
 from .modelfile import META_KEY
+from .onnx_session import make_session
 from .preprocess import FACE_SIZE, normalize
 from .probabilities import softmax
 
@@ -122,14 +123,10 @@ def check_parity(model, data: bytes, faces: np.ndarray | None = None) -> float:
 def _probabilities(model, data: bytes, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Softmax of the PyTorch model (fp32, eval) and of the ONNX graph ``data`` on the same faces."""
     torch = _torch()
-    import onnxruntime as ort
-
     faces = np.ascontiguousarray(faces, dtype=np.float32)
     with torch.no_grad():
         p_torch = torch.softmax(model.float().eval()(torch.from_numpy(faces)), -1).numpy()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    sess = make_session(data, threads=1)
     return p_torch, softmax(sess.run([OUTPUT_NAME], {INPUT_NAME: faces})[0])
 
 

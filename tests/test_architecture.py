@@ -91,7 +91,7 @@ def test_the_cycle_finder_finds_cycles():
 
 @pytest.mark.skipif(os.name != "posix", reason="line counts only")
 def test_modules_stay_readable():
-    """No module of the package grows past ~400 lines (split it by job instead)."""
+    """No module of the package grows much past 400 lines (split it by job instead)."""
     long = {str(p.relative_to(ROOT)): n for p in (ROOT / "fervid").rglob("*.py")
-            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 450}
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 410}
     assert not long, long

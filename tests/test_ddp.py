@@ -35,7 +35,7 @@ from fervid.cli import main
 
 rank = int(os.environ["RANK"])
 current, epochs = [], []
-real_augment, real_evaluate = st.augment, eng._evaluate
+real_augment, real_evaluate = st.augment, eng.validate
 
 def augment(x, cfg, g, flip=None):
     current.extend(hashlib.sha1(row.numpy().tobytes()).hexdigest() for row in x)
@@ -50,7 +50,7 @@ def evaluate(model, *args, **kw):
     current.clear()
     return result
 
-st.augment, eng._evaluate = augment, evaluate
+st.augment, eng.validate = augment, evaluate
 code = main(sys.argv[2:])
 with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as fh:
     json.dump({"world": int(os.environ["WORLD_SIZE"]), "epochs": epochs, "code": code}, fh)

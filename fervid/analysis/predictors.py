@@ -17,10 +17,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import BadInputError, ModelFileError
+from ..errors import BadInputError
 from ..modelfile import split_model_list
 from ..preprocess import normalize
 from ..probabilities import mean_log_probs, tta_views
+from ..recognition.recognize import open_model
 
 
 class Ensemble:
@@ -66,10 +67,6 @@ def load_model_any(path: str | os.PathLike) -> tuple[Any, dict[str, Any], Path]:
 
 
 def _load_onnx(p: Path) -> tuple[Any, dict[str, Any], Path]:
-    try:
-        from ..recognition.recognize import open_model
-    except ImportError:
-        raise ModelFileError(f"{p}: scoring .onnx models is not supported by this build (give the .safetensors)") from None
     session, meta, resolved = open_model(p)
     return OnnxPredictor(session, meta), meta, resolved
 

@@ -73,13 +73,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import BadInputError
     from ..serve import app as serve
+    from ..serve import config as serve_config
 
     settings = recognizer_settings(args, threads=1)  # first: a bad flag is one line before any work
     if args.workers < 1:
         raise BadInputError(f"--workers must be >= 1, got {args.workers}")
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     model = os.path.abspath(args.model) if args.model else None  # workers may not share our cwd
-    config = serve.ServeConfig(
+    config = serve_config.ServeConfig(
         model=model, max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
         max_batch_files=args.max_batch_files, max_batch_mb=args.max_batch_mb, max_video_mb=args.max_video_mb,
         max_video_seconds=args.max_video_seconds, max_uploads=args.max_uploads,
@@ -92,17 +93,17 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     # Load once here, so a bad model is a one-line error before the port opens.
-    recognizer = serve.load_recognizer(config)
+    recognizer = serve_config.load_recognizer(config)
     if args.host not in LOOPBACK:
         print(f"fervid serve: warning: listening on {args.host}, reachable from other machines; the API has "
               "no authentication", file=sys.stderr)
     print(f"fervid serve: http://{args.host}:{args.port}/ (API docs at /docs), {args.workers} worker(s), "
           f"{threads} inference thread(s) each; Ctrl-C stops", file=sys.stderr)
     if args.workers == 1:
-        app = serve.create_app(config.model, recognizer=recognizer, **serve.settings_of(config))
+        app = serve.create_app(config.model, recognizer=recognizer, **serve_config.settings_of(config))
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     else:
-        os.environ[serve.ENV_CONFIG] = serve.config_to_env(config)
+        os.environ[serve_config.ENV_CONFIG] = serve_config.config_to_env(config)
         uvicorn.run("fervid.serve.app:app_from_env", factory=True, host=args.host, port=args.port,
                     workers=args.workers, log_level=args.log_level)
     return 0

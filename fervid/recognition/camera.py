@@ -19,8 +19,10 @@ import cv2
 import numpy as np
 
 from ..errors import BadInputError, FervidError
+from ..opencv_log import quiet_opencv as _quiet_opencv
+from .frames import open_camera, wrap_capture  # noqa: F401  (open_camera: for callers)
 from .track import Tracker
-from .video import _quiet_opencv, annotate, iter_video, open_camera, wrap_capture  # noqa: F401  (open_camera: for callers)
+from .video import annotate, iter_video
 
 QUIT_KEYS = (ord("q"), ord("Q"), 27)  # q or Esc
 _NO_GUI_HINT = ("run `fervid video` on a recording instead, or install the GUI build of OpenCV "

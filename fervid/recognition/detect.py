@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from ..errors import ModelFileError
+from ..onnx_session import make_session
 from .settings import DETECT_SIZE, MIN_CONFIDENCE, MIN_FACE, PAD, RecognizerSettings  # noqa: F401  (defaults)
 
 YUNET_PATH = Path(__file__).resolve().parent.parent / "assets" / "yunet.onnx"
@@ -101,8 +102,6 @@ class FaceDetector:
 
     def __init__(self, min_confidence: float = MIN_CONFIDENCE, min_face: int = MIN_FACE, detect_size: int = DETECT_SIZE,
                  pad: float = PAD, model: str | os.PathLike | None = None, threads: int | None = None):
-        import onnxruntime as ort
-
         # Checked by the settings every front end uses: the same one-line errors.
         s = RecognizerSettings(min_confidence=min_confidence, min_face=min_face, detect_size=detect_size,
                                pad=pad, threads=threads)
@@ -110,14 +109,8 @@ class FaceDetector:
         if not path.is_file():
             raise ModelFileError(f"{path}: face detector model not found")
         self.min_confidence, self.min_face, self.detect_size, self.pad = s.min_confidence, s.min_face, s.detect_size, s.pad
-        threads = s.threads
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-            opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
         try:
-            self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self._session = make_session(path, s.threads)
         except Exception:
             raise ModelFileError(f"{path}: not a YuNet face detector model") from None
         names = [o.name for o in self._session.get_outputs()]

@@ -20,6 +20,7 @@ from .. import modelfile
 from ..calibrate import apply_prior, resolve_prior
 from ..errors import BadInputError, ModelFileError
 from ..images import as_bgr
+from ..onnx_session import make_session
 from ..preprocess import FACE_SIZE, crop_detections, normalize, to_gray
 from ..probabilities import softmax
 from .detect import Detection, FaceDetector
@@ -77,15 +78,8 @@ def open_model(model: str | os.PathLike | None, threads: int | None = None):
         from ..export import export_in_memory
 
         data, meta = export_in_memory(p)
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
     try:
-        sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        sess = make_session(data, threads)
     except Exception:
         raise ModelFileError(f"{p}: not a fervid model (neither ONNX nor safetensors)") from None
     if meta is None:

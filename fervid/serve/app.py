@@ -32,7 +32,7 @@ import queue
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -47,9 +47,10 @@ from .. import __version__
 from ..calibrate import PRIOR_NAMES
 from ..errors import BadInputError, FervidError
 from ..recognition.draw import color_for, draw_faces
-from ..recognition.recognize import Recognizer, served_accuracy
-from ..recognition.settings import DETECT_SIZE, MIN_CONFIDENCE, MIN_FACE, RecognizerSettings
-from ..recognition.video import csv_header, csv_row, iter_video, open_video
+from ..recognition.frames import open_video
+from ..recognition.recognize import served_accuracy
+from ..recognition.video import csv_header, csv_row, iter_video
+from .config import ENV_CONFIG, ServeConfig, load_recognizer
 from .errors import ERRORS, install_error_handlers
 from .schemas import BatchResponse, ModelResponse, PredictResponse, VideoResponse, image_body, video_body
 from .uploads import (
@@ -68,7 +69,6 @@ from .uploads import (
 
 log = logging.getLogger("fervid.serve")
 STATIC = Path(__file__).resolve().parent.parent / "static"
-ENV_CONFIG = "FERVID_SERVE_CONFIG"
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg"}
 #: Frame cap for videos whose frame rate is unknown (treated as this many frames per second).
 FALLBACK_FPS = 30.0
@@ -78,47 +78,6 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-
-
-@dataclass
-class ServeConfig:
-    """Everything ``create_app`` can be told; JSON-serialisable for ``--workers``."""
-
-    model: str | None = None
-    max_upload_mb: float = 8.0
-    max_pixels: int = 40_000_000
-    max_batch_files: int = 16
-    max_batch_mb: float = 32.0
-    max_video_mb: float = 50.0
-    max_video_seconds: float = 60.0
-    #: Image requests (single or batch) received or processed at once; more get 503.
-    max_uploads: int = 32
-    #: Video requests received or processed at once (each streams to disk, then decodes); more get 503.
-    max_video_uploads: int = 4
-    #: Inference calls that may run at once in this process (default: the cores).
-    concurrency: int | None = None
-    min_confidence: float = MIN_CONFIDENCE
-    min_face: int = MIN_FACE
-    classes: list[str] | None = None
-    #: Longest side images are shrunk to for face detection (None: fervid's default).
-    detect_size: int | None = None
-    #: Class prior of the probabilities: fer2013 (as trained), uniform or a class->weight file.
-    prior: str = "fer2013"
-
-    def __post_init__(self) -> None:
-        for name in ("max_upload_mb", "max_pixels", "max_batch_files", "max_batch_mb", "max_video_mb",
-                     "max_video_seconds", "max_uploads", "max_video_uploads"):
-            if not getattr(self, name) > 0:
-                raise BadInputError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise BadInputError(f"concurrency must be >= 1, got {self.concurrency}")
-        self.recognizer_settings()  # checked as every front end checks them
-
-    def recognizer_settings(self) -> RecognizerSettings:
-        """The recognition settings of each worker: one ONNX Runtime thread a request, as requests
-        run in parallel."""
-        return RecognizerSettings(min_confidence=self.min_confidence, min_face=self.min_face, classes=self.classes,
-                                  detect_size=self.detect_size or DETECT_SIZE, prior=self.prior, threads=1)
 
 
 def _bytes(megabytes: float) -> int:
@@ -153,11 +112,6 @@ def _prior_label(prior: str) -> str:
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 2)
-
-
-def load_recognizer(config: ServeConfig) -> Any:
-    """One ``Recognizer`` as ``config`` describes it (one ONNX Runtime thread: requests run in parallel)."""
-    return Recognizer(config.model, settings=config.recognizer_settings())
 
 
 class Service:
@@ -420,17 +374,6 @@ def _image_result(res: dict[str, Any], total: float) -> dict[str, Any]:
     return {"width": res["width"], "height": res["height"], "faces": [_face_json(f) for f in res["faces"]],
             "timing": {"decode_ms": _ms(res["decode"]), "inference_ms": _ms(res["inference"]),
                        "total_ms": _ms(total)}}
-
-
-def config_to_env(config: ServeConfig) -> str:
-    return json.dumps(asdict(config))
-
-
-def settings_of(config: ServeConfig) -> dict[str, Any]:
-    """``create_app`` keyword arguments for ``config`` (all but the model)."""
-    settings = asdict(config)
-    settings.pop("model")
-    return settings
 
 
 def app_from_env() -> FastAPI:

@@ -19,7 +19,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..classes import ClassSet
@@ -33,20 +32,10 @@ from .augment import AugmentConfig, alternate_flips  # noqa: F401  (AugmentConfi
 from .config import TrainConfig
 from .distill import load_teachers
 from .optim import lr_factor, make_optimizer  # noqa: F401  (lr_factor: re-exported)
+from .ranks import dist_info, log, sync_buffers, validate
 from .runtime import autocast_dtype, pick_device, predict_logits, to_input  # noqa: F401  (re-exported)
 from .step import TrainingDivergedError, prepare_batch, train_step  # noqa: F401  (TrainingDivergedError: re-exported)
 from .weight_averaging import make_ema, make_swa, refresh_bn
-
-
-def _dist_info() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return int(os.environ.get("RANK", "0")), world
-
-
-def _log(msg: str, rank: int) -> None:
-    if rank == 0:
-        print(msg, flush=True)
-
 
 #: Keys of a metrics line that measure the machine, not the run (two identical runs differ in them).
 TIMING_KEYS = ("seconds", "elapsed", "images_per_s")
@@ -55,37 +44,6 @@ WHITEN_FACES = 8000
 RUN_FILES = ("last.pt", "best.safetensors", "metrics.jsonl")
 #: What a resumable last.pt must hold (``ema``, ``swa`` and ``history`` may be absent or None).
 RESUME_KEYS = ("config", "epoch", "best_acc", "best_epoch", "stale", "step", "model", "optimizer")
-
-
-def _sync_buffers(modules: list[nn.Module]) -> None:
-    """Give every rank rank 0's BatchNorm statistics (and EMA buffers).
-
-    DDP broadcasts buffers at the start of each forward, so after the last step of an
-    epoch each rank holds statistics updated by its own batch: evaluating without this
-    gives each rank a different val accuracy, and early stopping could then stop one
-    rank and leave the other waiting forever in the next all-reduce.
-    """
-    import torch.distributed as dist
-
-    for m in modules:
-        for b in m.buffers():
-            dist.broadcast(b, 0)
-
-
-def _evaluate(model: nn.Module, val_set: FaceSet, device: torch.device, dtype: torch.dtype | None,
-              rank: int, world: int) -> tuple[float, float]:
-    """(val loss, val accuracy); under DDP each rank scores a shard and the sums are all-reduced."""
-    idx = np.arange(rank, len(val_set), world)
-    logits = predict_logits(model, val_set.images if world == 1 else val_set.images[idx], device=device, dtype=dtype)
-    target = torch.from_numpy(val_set.labels[idx])
-    sums = torch.tensor([float(F.cross_entropy(logits, target, reduction="sum")) if len(idx) else 0.0,
-                         float((logits.argmax(1) == target).sum()) if len(idx) else 0.0,
-                         float(len(idx))], dtype=torch.float64)
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.all_reduce(sums)
-    return float(sums[0] / sums[2]), float(sums[1] / sums[2])
 
 
 def _restore_metrics(out: Path, saved: dict[str, Any]) -> None:
@@ -257,7 +215,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     Returns the final summary (best epoch, best val accuracy, paths). With ``resume``,
     only ``cfg.out`` is used: everything else comes from the run's ``last.pt``.
     """
-    rank, world = _dist_info()
+    rank, world = dist_info()
     out = Path(cfg.out)
     state_path = out / "last.pt"
     cfg, saved, run = _resume(cfg, out, state_path, resume)
@@ -290,15 +248,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         write_text_atomic(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
         if saved is not None:
             _restore_metrics(out, saved)
-    _log(f"fervid train: {cfg.model} ({m.n_params / 1e6:.2f}M params, {m.mflops:.1f} MFLOPs/face) on {device}"
+    log(f"fervid train: {cfg.model} ({m.n_params / 1e6:.2f}M params, {m.mflops:.1f} MFLOPs/face) on {device}"
          f"{' x' + str(world) if ddp else ''}, {'bf16' if dtype == torch.bfloat16 else 'fp32'}; "
          f"{n} train faces ({cfg.train_split}), {len(val_set)} val ({cfg.val_split}); "
          f"classes {class_set.describe()}", rank)
-    _log("config: " + json.dumps(cfg.to_dict()), rank)
+    log("config: " + json.dumps(cfg.to_dict()), rank)
     if saved is not None:
         best = (f"best {run.best_acc:.4f} @ {run.best_epoch + 1}" if run.best_epoch >= 0
                 else "best-model selection starts again")
-        _log(f"resuming after epoch {run.start_epoch} ({best})", rank)
+        log(f"resuming after epoch {run.start_epoch} ({best})", rank)
 
     history = run.history
     stopped = bool(cfg.patience and run.stale >= cfg.patience)  # a resumed run that had already stopped early
@@ -322,12 +280,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         if ddp:
             import torch.distributed as dist
 
-            _sync_buffers([m.model] + ([m.ema] if m.ema is not None else []))
+            sync_buffers([m.model] + ([m.ema] if m.ema is not None else []))
             totals = torch.tensor([loss_sum, float(correct), float(seen)], dtype=torch.float64)
             dist.all_reduce(totals)
             loss_sum, correct, seen = float(totals[0]), int(totals[1]), int(totals[2])
         eval_model = _averaged(cfg, m, epoch, images, device, dtype)
-        val_loss, val_acc = _evaluate(eval_model, val_set, device, dtype, rank, world)
+        val_loss, val_acc = validate(eval_model, val_set, device, dtype, rank, world)
         improved = val_acc > run.best_acc
         if improved:
             run.best_acc, run.best_epoch, run.stale = val_acc, epoch, 0
@@ -347,10 +305,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         if on_epoch is not None:
             on_epoch(metrics)
         if cfg.patience and run.stale >= cfg.patience:  # same on every rank: val accuracy is all-reduced
-            _log(f"early stop: no better val accuracy for {cfg.patience} epochs", rank)
+            log(f"early stop: no better val accuracy for {cfg.patience} epochs", rank)
             stopped = True
         if _reached(cfg, metrics):
-            _log(f"target reached: val acc {val_acc:.4f} >= {cfg.stop_at} after {elapsed / 60:.1f} minutes", rank)
+            log(f"target reached: val acc {val_acc:.4f} >= {cfg.stop_at} after {elapsed / 60:.1f} minutes", rank)
             stopped = True
     summary = {"best_val_acc": run.best_acc, "best_epoch": run.best_epoch + 1, "out": str(out),
                "model": str(out / "best.safetensors"), "epochs_run": len(history), "stopped_early": stopped,
@@ -427,6 +385,6 @@ def _save_epoch(cfg: TrainConfig, m: _Net, run: _Progress, out: Path, state_path
         "swa": m.swa.state_dict() if m.swa is not None else None, "history": run.history})
     with open(out / "metrics.jsonl", "a") as fh:
         fh.write(json.dumps(metrics) + "\n")
-    _log(f"epoch {epoch + 1}/{cfg.epochs}: loss {metrics['train_loss']:.3f} train acc {metrics['train_acc']:.4f} "
+    log(f"epoch {epoch + 1}/{cfg.epochs}: loss {metrics['train_loss']:.3f} train acc {metrics['train_acc']:.4f} "
          f"| val loss {val_loss:.3f} val acc {val_acc:.4f} (best {run.best_acc:.4f} @ {run.best_epoch + 1}) "
          f"| {metrics['seconds']:.0f}s", 0)
