@@ -352,18 +352,18 @@ def test_shared_ferplus_counts_agreement_and_fast_second_load(monkeypatch):
 def test_training_on_soft_targets_with_mixing(release, tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
     from fervid.training import checkpoint as ckpt
-    from fervid.training import engine
+    from fervid.training import engine, step
 
     torch.set_num_threads(1)
     root, _ = release
     targets = []
-    real = engine.F.cross_entropy
+    real = step.F.cross_entropy
 
     def spy(logits, target, *a, **k):
         targets.append((target.dtype, tuple(target.shape)))
         return real(logits, target, *a, **k)
 
-    monkeypatch.setattr(engine.F, "cross_entropy", spy)
+    monkeypatch.setattr(step.F, "cross_entropy", spy)
     cfg = engine.TrainConfig(data=str(root / "ferplus"), labels="soft", model="vgg_tiny", epochs=1, batch_size=8,
                              lr=0.01, threads=1, device="cpu", precision="fp32", mixup=0.2, cutmix=0.2,
                              label_smoothing=0.1, class_weighting="loss", out=str(tmp_path / "run"))
