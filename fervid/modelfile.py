@@ -87,7 +87,7 @@ def check_meta(meta: Any, where: str | os.PathLike, need_arch: bool = False) -> 
     normalisation and, to rebuild the network (``need_arch``), the architecture's name.
     """
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ModelFileError(f"{where}: not a fervid model (no fervid metadata in the file)")
+        raise ModelFileError(f"{where}: not a fervid model (no fervid metadata)")
     classes, version = meta.get("classes"), meta.get("version", 0)
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) and c for c in classes)
             and len(set(classes)) == len(classes)):
