@@ -1,5 +1,5 @@
 """Face detection check: no faces on photos without one, exact counts on photos with several, and
-no real face lost, before and after fervid's second look at each detection (fervid.face_check).
+no real face lost, before and after fervid's second look at each detection (fervid.recognition.face_check).
 
 Sets (labels in tests/data/detection/labels.csv; sources and licences in its README):
 
@@ -24,6 +24,15 @@ the tests check the emulation against the detector itself.
 """
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:  # run as a file: the same as `python -m bench.detection`
+    import os
+    import sys
+    from pathlib import Path
+
+    _root = str(Path(__file__).resolve().parents[1])
+    _path = os.pathsep.join(p for p in (_root, os.environ.get("PYTHONPATH", "")) if p)
+    os.execve(sys.executable, [sys.executable, "-m", "bench.detection", *sys.argv[1:]], {**os.environ, "PYTHONPATH": _path})
+
 import argparse
 import csv
 import json
@@ -37,11 +46,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from fervid.recognition import face_check
+from fervid.recognition.detect import Detection, FaceDetector
 
-from fervid import face_check  # noqa: E402
-from fervid.detect import Detection, FaceDetector  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SET = ROOT / "tests" / "data" / "detection"
 FER = ROOT / "tests" / "data" / "fer"
@@ -178,7 +186,7 @@ def wheel_items(folder: Path) -> list[Item]:
 
 
 def realfaces(root: Path = REALFACES, limit: int = 0) -> list[Item]:
-    from fervid.recognize import read_image
+    from fervid.images import read_image
 
     with open(root / "manifest.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -295,7 +303,7 @@ def markdown(results: list[dict], meta: dict) -> str:
     lines = ["# Face detection check: before and after the second look", "",
              f"Written by `{meta['command']}` ({meta['date']}). Sets and sources: "
              "[tests/data/detection/README.md](../../../tests/data/detection/README.md); the check: "
-             "`fervid/face_check.py`.", "",
+             "`fervid/recognition/face_check.py`.", "",
              "*before* is fervid until this check, *after* its default now; the other rows are each route "
              "alone (score thresholds, the geometry test, the gray look at other thresholds). The photos "
              "include " + ("the 3 from PyPI wheels that are not committed (`--wheels DIR`, after "

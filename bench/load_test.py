@@ -5,8 +5,8 @@ throughput, latency percentiles and errors. Either point it at a running server
 (``--url http://127.0.0.1:8000``) or let it start one (``--model``, the default: the bundled
 model) on a free loopback port and stop it afterwards.
 
-    nice -n 10 python bench/load_test.py --model path/to/model.onnx              # 1000 requests, 16 at a time
-    nice -n 10 python bench/load_test.py --url http://127.0.0.1:8000 --quick     # smoke test: 50 at 4
+    nice -n 10 python -m bench.load_test --model path/to/model.onnx              # 1000 requests, 16 at a time
+    nice -n 10 python -m bench.load_test --url http://127.0.0.1:8000 --quick     # smoke test: 50 at 4
 
 Requests go to 127.0.0.1 / localhost / ::1 only: this is a benchmark, not a tool to load
 someone else's server.

@@ -8,9 +8,18 @@ between how training and test faces look would show up as a variant that scores 
 Mean absolute Laplacian (how much fine detail a face has) is printed beside each, and for the
 Training faces as the model sees them, for comparison.
 
-    python bench/preprocessing.py [--model fervid/assets/model.safetensors] [--threads 2]
+    python -m bench.preprocessing [--model fervid/assets/model.safetensors] [--threads 2]
 """
 from __future__ import annotations
+
+if __name__ == "__main__" and not __package__:  # run as a file: the same as `python -m bench.preprocessing`
+    import os
+    import sys
+    from pathlib import Path
+
+    _root = str(Path(__file__).resolve().parents[1])
+    _path = os.pathsep.join(p for p in (_root, os.environ.get("PYTHONPATH", "")) if p)
+    os.execve(sys.executable, [sys.executable, "-m", "bench.preprocessing", *sys.argv[1:]], {**os.environ, "PYTHONPATH": _path})
 
 import argparse
 from typing import Callable
@@ -18,7 +27,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from common import FER_DATA, SHIPPED
+from .common import FER_DATA, SHIPPED
 
 
 def detail(faces: np.ndarray) -> float:
@@ -47,7 +56,7 @@ def main() -> int:
     import torch
 
     from fervid.data import ClassSet, read_source, split_mask
-    from fervid.evaluate import load_model_any, model_logits
+    from fervid.analysis.predictors import load_model_any, model_logits
     from fervid.preprocess import equalize_batch as eq
 
     torch.set_num_threads(args.threads)

@@ -7,13 +7,22 @@ answer. ``contempt`` is no class of any FER model: those images are reported apa
 out of the accuracies. An image where no face is found counts as wrong in "accuracy over all
 images".
 
-    python bench/realfaces.py --model runs/vgg_s/best.onnx
-    python bench/realfaces.py --model m.onnx --pad 0,0.2,0.35 --scale 0.9,1.0,1.1 --eye-y 0.37,0.39,0.41
-    python bench/realfaces.py --prior fer2013,uniform   # the shipped probabilities and logit-adjusted ones
+    python -m bench.realfaces --model runs/vgg_s/best.onnx
+    python -m bench.realfaces --model m.onnx --pad 0,0.2,0.35 --scale 0.9,1.0,1.1 --eye-y 0.37,0.39,0.41
+    python -m bench.realfaces --prior fer2013,uniform   # the shipped probabilities and logit-adjusted ones
 
 Comma lists sweep every combination; detections are reused across alignment settings.
 """
 from __future__ import annotations
+
+if __name__ == "__main__" and not __package__:  # run as a file: the same as `python -m bench.realfaces`
+    import os
+    import sys
+    from pathlib import Path
+
+    _root = str(Path(__file__).resolve().parents[1])
+    _path = os.pathsep.join(p for p in (_root, os.environ.get("PYTHONPATH", "")) if p)
+    os.execve(sys.executable, [sys.executable, "-m", "bench.realfaces", *sys.argv[1:]], {**os.environ, "PYTHONPATH": _path})
 
 import argparse
 import csv
@@ -28,11 +37,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from fervid import preprocess  # noqa: E402
-from fervid.detect import DETECT_SIZE, FaceDetector  # noqa: E402
-from fervid.recognize import Recognizer, read_image  # noqa: E402
+from fervid.recognition.detect import DETECT_SIZE, FaceDetector  # noqa: E402
+from fervid.images import read_image  # noqa: E402
+from fervid.recognition.recognize import Recognizer  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "realfaces"
 

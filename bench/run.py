@@ -1,8 +1,8 @@
 """fervid's benchmark: classifier, end-to-end and training speed, side by side with the ``fer`` package.
 
-    python bench/run.py                    # full run (about 10 minutes on 2 cores)
-    python bench/run.py --quick            # a smoke test of every section (a minute or two)
-    python bench/run.py --from-json docs/bench/results.json   # re-make tables and chart only
+    python -m bench.run                    # full run (about 10 minutes on 2 cores)
+    python -m bench.run --quick            # a smoke test of every section (a minute or two)
+    python -m bench.run --from-json docs/bench/results.json   # re-make tables and chart only
 
 Writes ``results.json`` and ``results.md`` into ``--out`` (default docs/bench), the Pareto
 chart (``--pareto``; docs/images/pareto.png for the default ``--out``, else inside ``--out``)
@@ -12,6 +12,15 @@ bench/setup_peer.sh makes one) and is skipped, with a note in the report, when t
 its ``fer`` is missing.
 """
 from __future__ import annotations
+
+if __name__ == "__main__" and not __package__:  # run as a file: the same as `python -m bench.run`
+    import os
+    import sys
+    from pathlib import Path
+
+    _root = str(Path(__file__).resolve().parents[1])
+    _path = os.pathsep.join(p for p in (_root, os.environ.get("PYTHONPATH", "")) if p)
+    os.execve(sys.executable, [sys.executable, "-m", "bench.run", *sys.argv[1:]], {**os.environ, "PYTHONPATH": _path})
 
 import argparse
 import json
@@ -24,12 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
-
-from common import FER_DATA, ROOT, log, machine  # noqa: E402
-from report import markdown, pareto, targets  # noqa: E402
-from scenes import make_clip, make_photos  # noqa: E402
+from .common import FER_DATA, ROOT, log, machine  # noqa: E402
+from .report import markdown, pareto, targets  # noqa: E402
+from .scenes import make_clip, make_photos  # noqa: E402
 
 DEFAULT_PEER = ROOT.parent / "fer-venv" / "bin" / "python"
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -83,12 +89,13 @@ def run_peer(python: str, tmp: Path, folder: Path, clip: Path, mode: dict, threa
     faces = tmp / "peer_faces.npz"
     peer_faces(faces, mode["acc_limit"])
     out = tmp / "peer.json"
-    cmd = [python, str(Path(__file__).with_name("peer_fer.py")), "--faces", str(faces), "--photos", str(folder),
+    cmd = [python, "-m", "bench.sections.peer_fer", "--faces", str(faces), "--photos", str(folder),
            "--clip", str(clip), "--out", str(out), "--seconds", str(mode["seconds"]),
            "--windows", str(mode["windows"]), "--passes", str(mode["passes"]), "--threads", str(threads)]
     log("peer: " + " ".join(shlex.quote(c) for c in cmd))
     try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout,
+                              cwd=ROOT)  # `-m bench...` from the repository: the peer's Python has no fervid
     except subprocess.TimeoutExpired:
         return {"available": False, "note": f"peer run exceeded {timeout:.0f} s"}
     for line in proc.stderr.splitlines():
@@ -104,7 +111,7 @@ def run_peer(python: str, tmp: Path, folder: Path, clip: Path, mode: dict, threa
 
 def ratios(res: dict) -> dict[str, Any]:
     """fervid / fer for every figure both sides measured."""
-    from report import classifier_rate, peer_rate
+    from .report import classifier_rate, peer_rate
 
     peer = res.get("peer") or {}
     if not peer.get("available"):
@@ -139,7 +146,7 @@ def summary(res: dict) -> str:
     lines.append("")
     lines.append("| | fervid | fer | fervid / fer |")
     lines.append("| --- | --- | --- | --- |")
-    from report import classifier_rate, peer_rate
+    from .report import classifier_rate, peer_rate
 
     peer = res.get("peer") or {}
     cls = res.get("classifier", {})
@@ -178,7 +185,7 @@ def _r(a: float | None, b: float | None) -> str:
 
 
 def write_outputs(res: dict, out: Path, chart: Path, update_docs: bool) -> None:
-    from fervid.io import write_text_atomic
+    from fervid.files import write_text_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "results.json", json.dumps(res, indent=1) + "\n")
@@ -235,13 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.archs:
         archs = [a.strip() for a in args.archs.split(",")]
     elif args.quick:  # the smallest architecture and the shipped one, which alone has trained weights
-        from classifier import shipped_arch
+        from .sections.classifier import shipped_arch
 
         archs = list(dict.fromkeys(["vgg_tiny", shipped_arch() or "vgg_s"]))
     else:
         archs = list_models()
     t0 = time.perf_counter()
-    argv_shown = ["python", "bench/run.py"] + (sys.argv[1:] if argv is None else list(argv))
+    argv_shown = ["python", "-m", "bench.run"] + (sys.argv[1:] if argv is None else list(argv))
     res: dict[str, Any] = {"command": " ".join(shlex.quote(a) for a in argv_shown), "quick": args.quick,
                            "machine": machine(args.threads), "sections": sorted(sections)}
     log(f"machine: {res['machine']['cpu']}, {res['machine']['cores']} cores, load {res['machine']['load_average']}")
@@ -251,12 +258,12 @@ def main(argv: list[str] | None = None) -> int:
         make_photos(folder, mode["photos"])
         make_clip(clip, mode["frames"])
         if "classifier" in sections:
-            import classifier
+            from .sections import classifier
 
             res["classifier"] = classifier.run(archs, args.threads, mode["seconds"], mode["windows"], tmp,
                                                mode["acc_limit"], mode["calib"])
         if "pipeline" in sections:
-            import pipeline
+            from .sections import pipeline
 
             res["pipeline"] = pipeline.run(folder, clip, tmp, args.threads, mode["passes"], mode["sizes"],
                                            mode["seconds"])
@@ -266,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             if not res["peer"].get("available"):
                 log(f"peer skipped: {res['peer']['note']}")
         if "training" in sections:
-            import training
+            from .sections import training
 
             res["training"] = training.run(archs, args.threads, mode["train_seconds"], 1 if args.quick else 2,
                                            mode["train_batch"])

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common import REALFACES, SAMPLE
+from .common import REALFACES, SAMPLE
 
 WIDTH, HEIGHT = 640, 480
 

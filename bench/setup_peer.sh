@@ -2,7 +2,7 @@
 # Make the virtual environment bench/run.py runs the `fer` package in (default ../fer-venv),
 # apart from fervid's own, so TensorFlow never enters fervid's dependencies.
 #
-#   bash bench/setup_peer.sh [VENV]      # then: python bench/run.py --peer-python VENV/bin/python
+#   bash bench/setup_peer.sh [VENV]      # then: python -m bench.run --peer-python VENV/bin/python
 #
 # fer 25.10.3 declares facenet-pytorch (for MTCNN, which the benchmark does not use: fer's
 # default detector is OpenCV's Haar cascade), and facenet-pytorch pulls a multi-GB CUDA

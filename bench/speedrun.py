@@ -1,9 +1,9 @@
 """Time-to-accuracy: train one config for several seeds and report accuracy against wall-clock minutes.
 
-    python bench/speedrun.py --config configs/fast.yaml --seeds 3
-    python bench/speedrun.py --config configs/fast.yaml --seeds 2 --set whiten=false --out runs/speedrun/no-whiten
+    python -m bench.speedrun --config configs/fast.yaml --seeds 3
+    python -m bench.speedrun --config configs/fast.yaml --seeds 2 --set whiten=false --out runs/speedrun/no-whiten
 
-Each seed trains with fervid's own engine (``fervid.engine.train``) into ``OUT/seed<N>``, so a
+Each seed trains with fervid's own engine (``fervid.training.engine.train``) into ``OUT/seed<N>``, so a
 seed killed by the end of a session resumes from its last epoch when the command is run
 again, and a finished seed is read back, not retrained. The report (``OUT/report.md``,
 ``OUT/summary.json``, ``OUT/curves.png``) gives, per seed and as mean +- std: PublicTest
@@ -15,6 +15,15 @@ seconds spent loading data before it.
 """
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:  # run as a file: the same as `python -m bench.speedrun`
+    import os
+    import sys
+    from pathlib import Path
+
+    _root = str(Path(__file__).resolve().parents[1])
+    _path = os.pathsep.join(p for p in (_root, os.environ.get("PYTHONPATH", "")) if p)
+    os.execve(sys.executable, [sys.executable, "-m", "bench.speedrun", *sys.argv[1:]], {**os.environ, "PYTHONPATH": _path})
+
 import argparse
 import json
 import os
@@ -24,9 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import ROOT, log, machine  # noqa: E402
+from .common import ROOT, log, machine  # noqa: E402
 
 TARGETS = (0.65, 0.68, 0.70)
 
@@ -45,7 +52,7 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
 
 
 def seed_config(config: dict[str, Any], sets: dict[str, Any], seed: int, threads: int, out: Path):
-    from fervid.config import TrainConfig
+    from fervid.training.config import TrainConfig
 
     d = json.loads(json.dumps(config))
     for key, value in sets.items():
@@ -174,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"machine: {info['cpu']}, {info['cores']} cores, {args.threads} threads, load {info['load_average']}")
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
     if not args.report_only:
-        from fervid.engine import train
+        from fervid.training.engine import train
 
         for seed in seeds:
             run = out / f"seed{seed}"
@@ -198,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     info["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     rows = [seed_row(s, h) for s, h in histories.items()]
     summ = summarise(rows)
-    command = "python bench/speedrun.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m bench.speedrun " + " ".join(argv if argv is not None else sys.argv[1:])
     out.mkdir(parents=True, exist_ok=True)
     plot(histories, f"{name} {' '.join(args.sets)} - {info['cpu']}, {args.threads} threads", out / "curves.png")
     (out / "summary.json").write_text(json.dumps({"config": str(args.config), "sets": sets, "machine": info,

@@ -3,11 +3,18 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import _moved  # noqa: E402
 from .errors import BadInputError, FervidError, ModelFileError  # noqa: E402
 
-__all__ = ["__version__", "FervidError", "BadInputError", "ModelFileError", "Recognizer", "Face"]
+_moved.install()  # fervid 0.1's module names (fervid.engine, ...) still import, with a warning
 
-_LAZY = {"Recognizer": "recognize", "Face": "recognize"}
+__all__ = ["__version__", "FervidError", "BadInputError", "ModelFileError", "Recognizer", "Face",
+           "RecognizerSettings", "TrainConfig", "train", "load_faces", "ClassSet", "create_model"]
+
+# The names the README's Python API uses, each from the package that does the job.
+_LAZY = {"Recognizer": "recognition.recognize", "Face": "recognition.recognize",
+         "RecognizerSettings": "recognition.settings", "TrainConfig": "training.config",
+         "train": "training.engine", "load_faces": "data", "ClassSet": "classes", "create_model": "models"}
 
 
 def __getattr__(name: str):

@@ -14,7 +14,7 @@ al. 2021, "Long-tail learning via logit adjustment"). ``--prior`` picks the targ
 
 Every command, the Python API and the service resolve ``--prior`` through
 :func:`resolve_prior`, so a bad prior is the same one-line error everywhere. The second half
-is measurement: :func:`expected_calibration_error` and :func:`plot_reliability` back the
+is measurement: :func:`expected_calibration_error` and :func:`fervid.analysis.plots.plot_reliability` back the
 calibration figures of ``fervid evaluate``.
 """
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import BadInputError
+from .files import read_input
 
 #: The names ``--prior`` takes besides a file path.
 PRIOR_NAMES = ("fer2013", "uniform")
@@ -40,8 +41,6 @@ FER2013_TRAIN_COUNTS: dict[str, int] = {"angry": 3995, "disgust": 436, "fear": 4
 #: Largest prior file read: a class->weight table is a few hundred bytes.
 MAX_PRIOR_BYTES = 64_000
 ECE_BINS = 15
-#: Pixel size of a reliability-diagram PNG.
-RELIABILITY_SIZE = (520, 520)
 
 
 def training_prior(meta: dict[str, Any], classes: Sequence[str]) -> np.ndarray:
@@ -62,8 +61,6 @@ def training_prior(meta: dict[str, Any], classes: Sequence[str]) -> np.ndarray:
 
 def _read_prior_file(path: Path) -> dict[str, float]:
     """class -> weight from a JSON object or a two-column CSV (header optional)."""
-    from .io import read_input
-
     data = read_input(path, MAX_PRIOR_BYTES, "a prior file", "--prior")
     try:
         text = data.decode("utf-8-sig")
@@ -171,26 +168,3 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
         return 0.0
     return float(sum(b["count"] / n * abs(b["accuracy"] - b["confidence"])
                      for b in reliability_bins(confidence, correct, bins)))
-
-
-def plot_reliability(bins: list[dict[str, float]], path: str | Path, title: str = "") -> Path:
-    """Reliability diagram: accuracy per confidence bin against the diagonal of perfect calibration
-    (bars under the diagonal: the model is more confident than it is right)."""
-    from .plots import _figure, _save
-
-    fig = _figure(RELIABILITY_SIZE)
-    ax = fig.add_subplot()
-    centers = [(b["lower"] + b["upper"]) / 2 for b in bins]
-    width = (bins[0]["upper"] - bins[0]["lower"]) * 0.95 if bins else 1.0
-    ax.bar(centers, [b["accuracy"] for b in bins], width=width, color="#4c72b0", label="accuracy")
-    ax.bar(centers, [b["confidence"] - b["accuracy"] if b["count"] else 0.0 for b in bins],
-           bottom=[b["accuracy"] for b in bins], width=width, color="#dd8452", alpha=0.45,
-           label="confidence - accuracy")
-    ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence (top-class probability)")
-    ax.set_ylabel("accuracy")
-    ax.set_title(title, fontsize=9)
-    ax.legend(loc="upper left", fontsize=8)
-    return _save(fig, path, overwrite=True)

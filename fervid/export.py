@@ -19,14 +19,18 @@ from typing import Any
 
 import numpy as np
 
+from . import modelfile
+from .data import load_faces
 from .errors import BadInputError, FervidError, ModelFileError
-from .io import atomic_path, write_text_atomic
-from .preprocess import FACE_SIZE
+from .files import atomic_path, write_text_atomic
+from .modelfile import META_KEY
+from .onnx_session import make_session
+from .preprocess import FACE_SIZE, normalize
+from .probabilities import softmax
 
 OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
-META_KEY = "fervid"
 #: Largest softmax difference between PyTorch and ONNX Runtime that an export may show.
 PARITY_TOLERANCE = 1e-4
 
@@ -119,23 +123,17 @@ def check_parity(model, data: bytes, faces: np.ndarray | None = None) -> float:
 def _probabilities(model, data: bytes, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Softmax of the PyTorch model (fp32, eval) and of the ONNX graph ``data`` on the same faces."""
     torch = _torch()
-    import onnxruntime as ort
-
     faces = np.ascontiguousarray(faces, dtype=np.float32)
     with torch.no_grad():
         p_torch = torch.softmax(model.float().eval()(torch.from_numpy(faces)), -1).numpy()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-    logits = sess.run([OUTPUT_NAME], {INPUT_NAME: faces})[0]
-    e = np.exp(logits - logits.max(1, keepdims=True))
-    return p_torch, e / e.sum(1, keepdims=True)
+    sess = make_session(data, threads=1)
+    return p_torch, softmax(sess.run([OUTPUT_NAME], {INPUT_NAME: faces})[0])
 
 
 def export_in_memory(source: str | os.PathLike) -> tuple[bytes, dict[str, Any]]:
     """ONNX bytes and metadata of a ``.safetensors`` model or run folder (nothing written)."""
     _torch()
-    from .checkpoint import load_model
+    from .models.loading import load_model
 
     model, meta = load_model(source)
     return onnx_bytes(model, meta), meta
@@ -146,15 +144,20 @@ def quantize_int8(data: bytes, calib: np.ndarray) -> bytes:
     activations whose ranges come from running ``calib``, normalised faces ``[N, 1, 48, 48]``).
 
     Static, not dynamic: ONNX Runtime's dynamic ConvInteger kernels ran about 10x slower than
-    fp32 on 2 cores (bench/classifier.py), while static QDQ convolutions run about 3x faster,
+    fp32 on 2 cores (bench/sections/classifier.py), while static QDQ convolutions run about 3x faster,
     which is what lets a model larger than vgg_s keep the 1,000 faces/s of recognition.
     The metadata of ``data`` is carried over unchanged.
     """
     import tempfile
 
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
 
     calib = np.ascontiguousarray(calib, dtype=np.float32)
     if calib.ndim != 4 or len(calib) == 0:
@@ -187,9 +190,6 @@ def calibration_faces(source: str | os.PathLike, split: str = "Training", n: int
     """``n`` seeded faces of ``split`` in a FER-2013 source, equalized and normalised as every
     fervid model sees them: the activation ranges int8 quantisation fixes must be those of
     real, preprocessed faces (random pixels give ranges no face produces)."""
-    from .data import load_faces
-    from .preprocess import normalize
-
     faces = load_faces(source, split).images
     idx = np.sort(np.random.default_rng(seed).permutation(len(faces))[:n])
     return normalize(faces[idx])
@@ -220,9 +220,9 @@ def export_model(source: str | os.PathLike, out: str | os.PathLike | None = None
     faces) replaces the fp32 parity test, and a graph agreeing on under 90% is refused.
     """
     _torch()
-    from .checkpoint import load_model, resolve_model_path
+    from .models.loading import load_model
 
-    src = resolve_model_path(source)
+    src = modelfile.resolve(source, torch_only=True)
     out = Path(out) if out else src.with_suffix(".onnx")
     if out.suffix.lower() != ".onnx":
         raise ModelFileError(f"{out}: the output name must end in .onnx")

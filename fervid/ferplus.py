@@ -38,10 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data as fdata
-from .classes import ALL_CLASSES, FER_CLASSES, ClassSet
-from .data import USAGES, FaceSet, RawFer, cache_paths, load_records, save_records, split_mask, splits_found
+from . import fer2013 as fdata
+from .classes import ALL_CLASSES, FER_CLASSES
 from .errors import BadInputError
+from .fer2013 import USAGES, RawFer, cache_paths, load_records, save_records
 from .preprocess import FACE_SIZE, equalize_batch
 
 #: The ten count columns, in FER+'s order; the first eight are emotions.
@@ -380,46 +380,3 @@ def soft_targets(votes: np.ndarray) -> np.ndarray:
             emotions = d[:len(TO_FERVID)]
             table[k, TO_FERVID] = emotions / emotions.sum()
     return table[np.asarray(inverse).reshape(-1)]
-
-
-def load_ferplus_faces(source: Path, split: str, class_set: ClassSet, mode: str,
-                       use_cache: bool = True, vote_weight: float = 0.5) -> FaceSet:
-    """The faces of ``split`` with ``mode`` labels (fer2013, majority, soft, mix) in ``class_set``;
-    ``vote_weight`` is the votes' share of a ``mix`` target."""
-    raw = read_ferplus(source, use_cache=use_cache)
-    lmap = class_set.label_map()
-    dist = None
-    if mode in ("fer2013", "mix"):
-        if not (raw.labels >= 0).any():
-            raise BadInputError(f"{source}: no original FER-2013 labels here: --labels fer2013 needs "
-                                f"{LABELS_FILE} beside the FER+ folders (or {VOTES_CSV} beside {PIXELS_CSV})")
-        source_label = raw.labels
-        if mode == "mix":
-            dist = soft_targets(raw.votes)
-    elif mode == "majority":
-        source_label = majority_labels(raw.votes)
-    else:
-        dist = soft_targets(raw.votes)
-        source_label = np.where(dist.sum(1) > 0, dist.argmax(1), -1)
-    mapped = np.where(source_label >= 0, lmap[np.clip(source_label, 0, None)], -1)
-    mask = split_mask(raw, split) & (mapped >= 0)
-    if not mask.any():
-        raise BadInputError(f"{source}: split {split!r} has no faces of classes {class_set.describe()} "
-                            f"with {mode} labels (splits found: {', '.join(splits_found(raw))})")
-    hard = mapped[mask]
-    targets = None
-    if dist is not None:  # a dropped class's share goes; a merged one's joins its class
-        targets = np.zeros((len(hard), len(class_set.classes)), np.float64)
-        for s, d in enumerate(lmap):
-            if d >= 0:
-                targets[:, d] += dist[mask, s]
-        total = targets.sum(1, keepdims=True)
-        targets = np.divide(targets, total, out=np.zeros_like(targets), where=total > 0)
-        if mode == "mix":  # the original label, with the votes' share where FER+ kept the face
-            onehot = np.eye(len(class_set.classes))[hard]
-            w = np.where(total > 0, float(vote_weight), 0.0)
-            targets = (1.0 - w) * onehot + w * targets
-        targets = targets.astype(np.float32)
-    counts = {c: int((hard == i).sum()) for i, c in enumerate(class_set.classes)}
-    return FaceSet(np.asarray(raw.equalized[mask]), hard, class_set.classes,
-                   name=f"{source.name}:{split} ({mode} labels)", counts=counts, targets=targets)

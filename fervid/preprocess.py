@@ -42,10 +42,12 @@ def equalize_batch(faces: np.ndarray) -> np.ndarray:
     return out
 
 
-def normalize(faces: np.ndarray) -> np.ndarray:
-    """Equalized uint8 [N, H, W] faces to the float32 [N, 1, H, W] input of every fervid model."""
-    x = faces.astype(np.float32)[:, None] * (1.0 / 255.0)
-    return (x - MEAN) / STD
+def normalize(faces: np.ndarray, mean: float = MEAN, std: float = STD) -> np.ndarray:
+    """Equalized uint8 [N, H, W] faces to the float32 [N, 1, H, W] input of every fervid model
+    (``mean``, ``std``: a model's own, from its metadata). The one definition of the input:
+    training's tensor version (:func:`fervid.training.runtime.to_input`) computes the same."""
+    x = np.asarray(faces).astype(np.float32)[:, None] * np.float32(1.0 / 255.0)
+    return (x - np.float32(mean)) / np.float32(std)
 
 
 # --- Alignment: from a detected face in a photo to a FER-2013-like 48x48 crop ------------------

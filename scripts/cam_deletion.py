@@ -32,9 +32,9 @@ def main() -> int:
 
     import torch
 
-    from fervid import insight
+    from fervid.analysis import interpret as insight
     from fervid.data import load_faces
-    from fervid.evaluate import scored_class_set
+    from fervid.analysis.evaluate import scored_class_set
 
     torch.set_num_threads(1)
     model, meta, path = insight.load_insight_model(args.model)

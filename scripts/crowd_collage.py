@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fervid import Recognizer  # noqa: E402
-from fervid.draw import annotate  # noqa: E402
+from fervid.recognition.draw import annotate  # noqa: E402
 
 
 def collage(n: int = 24, seed: int = 0) -> np.ndarray:

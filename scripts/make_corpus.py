@@ -362,7 +362,7 @@ def model_cases(d: Path) -> list[Case]:
     """Model files (need PyTorch and onnx to build); every one but two must be refused."""
     import torch
 
-    from fervid.checkpoint import make_meta, save_model
+    from fervid.training.checkpoint import make_meta, save_model
     from fervid.export import onnx_bytes
     from fervid.models import create_model
 
@@ -439,7 +439,7 @@ def run_cases(d: Path, data_csv: Path) -> list[Case]:
     """Training run folders to ``--resume``: a damaged last.pt and one from another architecture."""
     import torch
 
-    from fervid.config import TrainConfig
+    from fervid.training.config import TrainConfig
     from fervid.models import create_model
 
     cases: list[Case] = []

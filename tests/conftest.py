@@ -34,7 +34,7 @@ def tiny_model(tmp_path_factory) -> Path:
     """Path to a ``.safetensors`` vgg_tiny trained one epoch on tests/data/fer/train."""
     torch = pytest.importorskip("torch")
     from fervid.data import load_faces
-    from fervid.engine import TrainConfig, train
+    from fervid.training.engine import TrainConfig, train
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("tiny_run")

@@ -24,7 +24,8 @@ import pytest
 
 from fervid.cli import main
 from fervid.errors import BadInputError
-from fervid.io import atomic_path
+from fervid.files import atomic_path
+from fervid.modelfile import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_ONNX = ROOT / "fervid" / "assets" / "model.onnx"
@@ -76,7 +77,7 @@ def test_sigkill_mid_csv_keeps_the_old_file(tmp_path):
     target = tmp_path / "table.csv"
     target.write_text("file,emotion\ngood.jpg,happy\n")
     script = f"""
-        from fervid.io import atomic_path
+        from fervid.files import atomic_path
         with atomic_path({str(target)!r}) as tmp, open(tmp, "w") as fh:
             for i in range(10_000_000):
                 fh.write(f"row{{i}}.jpg,neutral\\n")
@@ -93,14 +94,14 @@ def test_sigkill_mid_checkpoint_keeps_the_old_one(tmp_path, what):
     """A model (safetensors) or a training state (torch.save) saved again and again, each time with
     every weight 1 higher, and killed in the middle of a save after the first one completed."""
     torch = pytest.importorskip("torch")
-    from fervid import checkpoint as ckpt
+    from fervid.training import checkpoint as ckpt
     from fervid.models import create_model
 
     name = "best.safetensors" if what == "model" else "last.pt"
     target = tmp_path / name
     script = f"""
         import torch
-        from fervid import checkpoint as ckpt
+        from fervid.training import checkpoint as ckpt
         from fervid.models import create_model
         torch.manual_seed(0)
         model = create_model("vgg_l", num_classes=7)  # 40 MB: a save takes a while
@@ -128,7 +129,7 @@ def test_sigkill_mid_checkpoint_keeps_the_old_one(tmp_path, what):
             assert torch.allclose(state[k] - init[k], (state[k] - init[k]).flatten()[0].expand_as(init[k])), k
     assert all(p.name.startswith(".") and ".tmp" in p.name for p in left)
     if what == "model":  # a run folder resolves to the real model, never to the leftover
-        assert ckpt.resolve_model_path(tmp_path) == target
+        assert resolve(tmp_path, torch_only=True) == target
 
 
 def _clip(path: Path, frames: int) -> Path:
@@ -188,7 +189,7 @@ def _writers(tmp_path: Path) -> dict[str, list[str]]:
                                            "val_acc": 0.3 + e / 100}) + "\n" for e in (1, 2, 3)))
     cmds["plot"] = ["plot", str(metrics), "-o", str(o / "plot" / "curves.png")]
     try:
-        from fervid.checkpoint import make_meta, save_model  # needs PyTorch
+        from fervid.training.checkpoint import make_meta, save_model  # needs PyTorch
         from fervid.models import create_model
 
         model = tmp_path / "tiny.safetensors"

@@ -8,9 +8,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from fervid.augment import AugmentConfig, augment, cutmix, mix_batch, mixup  # noqa: E402
+from fervid.training.augment import AugmentConfig, augment, cutmix, mix_batch, mixup  # noqa: E402
 from fervid.data import load_faces  # noqa: E402
-from fervid.engine import to_input  # noqa: E402
+from fervid.training.engine import to_input  # noqa: E402
 
 torch.set_num_threads(1)
 TEST_FER = Path(__file__).resolve().parents[1] / "tests" / "data" / "fer"

@@ -10,10 +10,10 @@ torch = pytest.importorskip("torch")
 
 from safetensors.torch import load_file  # noqa: E402
 
-from fervid import checkpoint as ckpt  # noqa: E402
-from fervid.averaging import BN_FACES, make_swa, refresh_bn  # noqa: E402
+from fervid.training import checkpoint as ckpt  # noqa: E402
+from fervid.training.weight_averaging import BN_FACES, make_swa, refresh_bn  # noqa: E402
 from fervid.data import load_faces  # noqa: E402
-from fervid.engine import TrainConfig, predict_logits, to_input, train  # noqa: E402
+from fervid.training.engine import TrainConfig, predict_logits, to_input, train  # noqa: E402
 from fervid.models import create_model  # noqa: E402
 
 TEST_FER = Path(__file__).resolve().parents[1] / "tests" / "data" / "fer"

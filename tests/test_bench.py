@@ -1,4 +1,4 @@
-"""Smoke test of the benchmark (bench/run.py --quick): it runs, and its JSON and tables are well formed.
+"""Smoke test of the benchmark (python -m bench.run --quick): it runs, and its JSON and tables are well formed.
 
 Speeds are not checked (they depend on the machine and its load); structure, the accuracy
 bookkeeping, the fervid / fer ratios and the peer's clean skip are.
@@ -27,7 +27,7 @@ pytest.importorskip("onnx")
 def quick_run(tmp_path_factory) -> tuple[Path, dict, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("bench")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, str(BENCH / "run.py"), "--quick", "--threads", "1", "--archs", SHIPPED_ARCH,
+    cmd = [sys.executable, "-m", "bench.run", "--quick", "--threads", "1", "--archs", SHIPPED_ARCH,
            "--out", str(out), "--pareto", str(out / "pareto.png"), "--peer-python", str(out / "no-such-python")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -82,14 +82,11 @@ def test_tables_and_chart(quick_run):
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
-def test_from_json_remakes_tables_with_a_peer(quick_run, tmp_path):
+def test_from_json_remakes_tables_with_a_peer(quick_run, tmp_path, monkeypatch):
     """Re-rendering: add a peer's results to the saved JSON; ratios, targets and fer rows follow."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        import run as bench_run
-        from report import markdown, targets
-    finally:
-        sys.path.remove(str(BENCH))
+    monkeypatch.syspath_prepend(str(ROOT))  # bench is a package of the repository, not installed
+    from bench import run as bench_run
+    from bench.report import markdown, targets
     _, res, _ = quick_run
     fake = dict(res)
     fake["peer"] = {"available": True, "params": 58423, "mflops": 20.3,

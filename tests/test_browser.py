@@ -25,7 +25,7 @@ httpx = pytest.importorskip("httpx")
 sync_api = pytest.importorskip("playwright.sync_api")
 
 from conftest import paste_faces  # noqa: E402
-from fervid.serve import create_app  # noqa: E402
+from fervid.serve.app import create_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FER = ROOT / "tests" / "data" / "fer" / "test"

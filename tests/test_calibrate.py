@@ -166,7 +166,7 @@ def test_evaluate_report_has_ece_and_reliability_png(tmp_path):
     """score() turns log-probabilities into the report's ECE; write_report draws the diagram."""
     import cv2
 
-    from fervid.evaluate import EvalReport, score, write_report
+    from fervid.analysis.evaluate import EvalReport, score, write_report
 
     y = np.array([0, 1, 1, 0, 1, 0, 0, 1])
     p1 = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.55, 0.95, 0.4])  # probability of class 1

@@ -11,11 +11,11 @@ torch = pytest.importorskip("torch")
 
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from fervid import checkpoint as ckpt  # noqa: E402
-from fervid.carry import pack, unpack  # noqa: E402
+from fervid.training import checkpoint as ckpt  # noqa: E402
+from fervid.training.carry import pack, unpack  # noqa: E402
 from fervid.cli import main  # noqa: E402
 from fervid.data import load_faces  # noqa: E402
-from fervid.engine import TIMING_KEYS, TrainConfig, train  # noqa: E402
+from fervid.training.engine import TIMING_KEYS, TrainConfig, train  # noqa: E402
 from fervid.errors import BadInputError, ModelFileError  # noqa: E402
 
 TEST_FER = Path(__file__).resolve().parents[1] / "tests" / "data" / "fer"

@@ -11,9 +11,10 @@ torch = pytest.importorskip("torch")
 
 from safetensors.torch import save_file  # noqa: E402
 
-from fervid import checkpoint as ckpt  # noqa: E402
+from fervid.training import checkpoint as ckpt  # noqa: E402
 from fervid.errors import BadInputError, ModelFileError  # noqa: E402
-from fervid.io import atomic_path, write_text_atomic  # noqa: E402
+from fervid.files import atomic_path, write_text_atomic  # noqa: E402
+from fervid.modelfile import resolve  # noqa: E402
 from fervid.models import create_model  # noqa: E402
 
 torch.set_num_threads(1)
@@ -50,7 +51,7 @@ def test_roundtrip_gives_identical_outputs(tmp_path):
     # A run folder stands for its best model.
     (tmp_path / "run").mkdir()
     ckpt.save_model(tmp_path / "run" / "best.safetensors", model, meta)
-    assert ckpt.resolve_model_path(tmp_path / "run") == tmp_path / "run" / "best.safetensors"
+    assert resolve(tmp_path / "run", torch_only=True) == tmp_path / "run" / "best.safetensors"
     assert ckpt.read_meta(tmp_path / "run")["classes"] == CLASSES
     # Readable like any other output file (safetensors itself writes 0600 files).
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~_current_umask()
@@ -143,3 +144,17 @@ def test_atomic_writes(tmp_path):
     write_text_atomic(target, "two")
     assert target.read_text() == "two"
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~_current_umask()
+
+
+def test_a_training_state_ends_with_the_model_the_engine_validated():
+    """Cross-validation scores a fold's last.pt: with SWA started it must be the SWA average
+    (as the engine validates and saves it), not the EMA or the raw weights."""
+    from torch.optim.swa_utils import AveragedModel
+
+    raw, ema, swa = _model(seed=0), _model(seed=1), _model(seed=2)
+    state = {"config": {"model": "vgg_tiny", "swa_start": 3}, "epoch": 2, "model": raw.state_dict(),
+             "ema": AveragedModel(ema).state_dict(), "swa": AveragedModel(swa).state_dict()}
+    x = torch.randn(4, 1, 48, 48)
+    with torch.no_grad():
+        for want, s in ((swa, state), (ema, {**state, "epoch": 1}), (raw, {**state, "ema": None, "swa": None})):
+            assert torch.equal(ckpt.model_from_state(s, CLASSES)(x), want(x))

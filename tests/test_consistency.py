@@ -14,8 +14,8 @@ CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 
 def test_timeline_lines_use_the_box_colours(tmp_path):
     """A timeline's happy line is drawn in the BGR colour annotated boxes use for happy."""
-    from fervid.draw import color_for
-    from fervid.timeline import plot_timeline
+    from fervid.recognition.draw import color_for
+    from fervid.recognition.timeline import plot_timeline
 
     t = np.linspace(0, 5, 50)
     probs = np.tile([0.8, 0.2], (50, 1))  # apart, so neither line hides the other
@@ -27,8 +27,8 @@ def test_timeline_lines_use_the_box_colours(tmp_path):
 
 
 def test_predict_and_video_tables_name_probability_columns_alike():
-    from fervid.batch import TableWriter, row_probabilities
-    from fervid.video import csv_header
+    from fervid.recognition.image_files import TableWriter, row_probabilities
+    from fervid.recognition.video import csv_header
 
     predict_cols = TableWriter(io.StringIO(), "csv", CLASSES).columns
     video_cols = csv_header(CLASSES)
@@ -47,7 +47,7 @@ def test_predict_and_video_tables_name_probability_columns_alike():
 
 def test_tests_cache_outside_the_users_home():
     """tests/conftest.py points XDG_CACHE_HOME at a private folder; data.py's cache follows it."""
-    from fervid.data import _cache_dir
+    from fervid.fer2013 import _cache_dir
 
     home_cache = Path(os.path.expanduser("~/.cache")).resolve()
     where = _cache_dir().resolve()

@@ -42,7 +42,7 @@ def _private_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="module")
 def recognizer():
-    from fervid.recognize import Recognizer
+    from fervid.recognition.recognize import Recognizer
 
     return Recognizer(SHIPPED_ONNX, threads=1)
 
@@ -206,7 +206,7 @@ def client(recognizer):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
-    from fervid.serve import create_app
+    from fervid.serve.app import create_app
 
     app = create_app(recognizer=recognizer, concurrency=1, max_batch_files=64, max_batch_mb=64.0)
     with TestClient(app, raise_server_exceptions=False) as c:
@@ -259,7 +259,7 @@ def test_images_service_batch_goes_on_and_counts_failures(corpus, client):
 # --- videos --------------------------------------------------------------------------------------
 
 def test_videos_python_api(corpus, recognizer, tmp_path):
-    from fervid.video import process_video
+    from fervid.recognition.video import process_video
 
     problems = []
     for c in of(corpus, "video"):
@@ -383,9 +383,9 @@ def test_data_cli_train(corpus, tmp_path, capsys):
 # --- models and run folders -----------------------------------------------------------------------
 
 def test_models_python_api(corpus):
-    from fervid.checkpoint import load_model
-    from fervid.evaluate import load_model_any
-    from fervid.recognize import Recognizer
+    from fervid.training.checkpoint import load_model
+    from fervid.analysis.predictors import load_model_any
+    from fervid.recognition.recognize import Recognizer
 
     problems = []
     for c in of(corpus, "model"):
@@ -431,7 +431,7 @@ def test_models_service(corpus):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
-    from fervid.serve import create_app
+    from fervid.serve.app import create_app
 
     problems = []
     for c in of(corpus, "model"):
@@ -450,7 +450,7 @@ def test_models_service(corpus):
 
 def test_run_folders_resume(corpus, capsys):
     pytest.importorskip("torch")
-    from fervid.engine import TrainConfig, train
+    from fervid.training.engine import TrainConfig, train
 
     problems = []
     for c in of(corpus, "run"):

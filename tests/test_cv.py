@@ -13,9 +13,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
-from fervid import crossval, engine  # noqa: E402
+from fervid.analysis import crossval  # noqa: E402
+from fervid.training import engine  # noqa: E402
 from fervid.cli import main  # noqa: E402
-from fervid.config import TrainConfig  # noqa: E402
+from fervid.training.config import TrainConfig  # noqa: E402
 from fervid.errors import BadInputError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

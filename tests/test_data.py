@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fervid import data as fdata
+from fervid import fer2013 as fdata
 from fervid.data import FER_CLASSES, ClassSet, load_faces, read_source
 from fervid.errors import BadInputError
 from fervid.preprocess import equalize

@@ -21,7 +21,7 @@ torch = pytest.importorskip("torch")
 
 from safetensors.torch import load_file  # noqa: E402
 
-from fervid import checkpoint as ckpt  # noqa: E402
+from fervid.training import checkpoint as ckpt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_FER = ROOT / "tests" / "data" / "fer"
@@ -29,12 +29,13 @@ TEST_FER = ROOT / "tests" / "data" / "fer"
 DRIVER = '''
 import hashlib, json, os, sys
 import torch
-import fervid.engine as eng
+import fervid.training.engine as eng
+import fervid.training.step as st
 from fervid.cli import main
 
 rank = int(os.environ["RANK"])
 current, epochs = [], []
-real_augment, real_evaluate = eng.augment, eng._evaluate
+real_augment, real_evaluate = st.augment, eng.validate
 
 def augment(x, cfg, g, flip=None):
     current.extend(hashlib.sha1(row.numpy().tobytes()).hexdigest() for row in x)
@@ -49,7 +50,7 @@ def evaluate(model, *args, **kw):
     current.clear()
     return result
 
-eng.augment, eng._evaluate = augment, evaluate
+st.augment, eng.validate = augment, evaluate
 code = main(sys.argv[2:])
 with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as fh:
     json.dump({"world": int(os.environ["WORLD_SIZE"]), "epochs": epochs, "code": code}, fh)

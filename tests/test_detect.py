@@ -1,4 +1,4 @@
-"""YuNet through ONNX Runtime (fervid.detect) against OpenCV's own FaceDetectorYN, and detect_size."""
+"""YuNet through ONNX Runtime (fervid.recognition.detect) against OpenCV's own FaceDetectorYN, and detect_size."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from fervid.detect import DETECT_SIZE, YUNET_PATH, FaceDetector
-from fervid.recognize import Recognizer
+from fervid.errors import BadInputError
+from fervid.recognition.detect import DETECT_SIZE, YUNET_PATH, FaceDetector
+from fervid.recognition.recognize import Recognizer
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "fervid" / "assets" / "sample.jpg"
@@ -60,7 +61,7 @@ def test_detect_size_shrinks_large_images_and_maps_boxes_back():
 
 
 def test_detect_size_is_validated_and_reaches_the_recognizer():
-    with pytest.raises(ValueError, match="at least 64"):
+    with pytest.raises(BadInputError, match="at least 64"):
         FaceDetector(detect_size=32)
     rec = Recognizer(detect_size=320, threads=1)
     assert rec.detector.detect_size == 320
@@ -69,24 +70,21 @@ def test_detect_size_is_validated_and_reaches_the_recognizer():
 
 def test_detect_size_flag_on_the_commands(tmp_path, capsys):
     from fervid.cli import build_parser, main
-    from fervid.cli.common import DETECT_SIZE_DEFAULT
-
-    assert DETECT_SIZE_DEFAULT == DETECT_SIZE  # the help text states the library's default
     parser = build_parser()
     for cmd in (["predict", "x.jpg"], ["video", "x.mp4"], ["webcam"], ["serve"]):
         if cmd[0] not in parser._subparsers._group_actions[0].choices:
             continue  # a command this checkout does not have
         assert parser.parse_args(cmd + ["--detect-size", "320"]).detect_size == 320
-    with pytest.raises(SystemExit) as e:
-        main(["predict", str(SAMPLE), "--detect-size", "32"])
-    assert e.value.code == 2 and "at least 64" in capsys.readouterr().err
+    assert main(["predict", str(SAMPLE), "--detect-size", "32"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--detect-size must be at least 64" in err[0]
     out = tmp_path / "out"
     assert main(["predict", str(SAMPLE), "--detect-size", "320", "-o", str(out), "-q", "--threads", "1"]) == 0
     assert "1 face in 1 image" in capsys.readouterr().err  # -q: the summary goes to stderr
 
 
 def test_serve_config_carries_detect_size():
-    serve = pytest.importorskip("fervid.serve")
+    serve = pytest.importorskip("fervid.serve.app")
     rec = serve.load_recognizer(serve.ServeConfig(detect_size=320))
     assert rec.detector.detect_size == 320
     assert serve.load_recognizer(serve.ServeConfig()).detector.detect_size == DETECT_SIZE

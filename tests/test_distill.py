@@ -8,14 +8,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from fervid import checkpoint as ckpt  # noqa: E402
-from fervid.config import AugmentConfig  # noqa: E402
+from fervid.training import checkpoint as ckpt  # noqa: E402
+from fervid.training.config import AugmentConfig  # noqa: E402
 from fervid.data import FaceSet, load_faces  # noqa: E402
-from fervid.distill import distill_loss, load_teachers, teacher_probs  # noqa: E402
-from fervid.engine import TrainConfig, train  # noqa: E402
-from fervid.ensemble import Ensemble  # noqa: E402
+from fervid.training.distill import distill_loss, load_teachers, teacher_probs  # noqa: E402
+from fervid.training.engine import TrainConfig, train  # noqa: E402
+from fervid.analysis.predictors import Ensemble, load_model_any, model_logits  # noqa: E402
 from fervid.errors import BadInputError, ModelFileError  # noqa: E402
-from fervid.evaluate import evaluate, load_model_any, model_logits  # noqa: E402
+from fervid.analysis.evaluate import evaluate  # noqa: E402
 from fervid.models import create_model  # noqa: E402
 
 TEST_FER = Path(__file__).resolve().parents[1] / "tests" / "data" / "fer"

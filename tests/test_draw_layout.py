@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fervid.draw import draw_faces, layout
+from fervid.recognition.draw import draw_faces, layout
 
 PROBS = {"angry": 0.1, "disgust": 0.05, "fear": 0.05, "happy": 0.5, "sad": 0.1, "surprise": 0.1, "neutral": 0.1}
 

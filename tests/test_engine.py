@@ -12,9 +12,9 @@ torch = pytest.importorskip("torch")
 
 from safetensors.torch import load_file  # noqa: E402
 
-from fervid import checkpoint as ckpt  # noqa: E402
+from fervid.training import checkpoint as ckpt  # noqa: E402
 from fervid.data import FaceSet, load_faces  # noqa: E402
-from fervid.engine import (TIMING_KEYS, TrainConfig, TrainingDivergedError, autocast_dtype, lr_factor,  # noqa: E402
+from fervid.training.engine import (TIMING_KEYS, TrainConfig, TrainingDivergedError, autocast_dtype, lr_factor,  # noqa: E402
                            predict_logits, train)
 from fervid.errors import BadInputError, FervidError  # noqa: E402
 from fervid.models import create_model  # noqa: E402
@@ -239,7 +239,7 @@ def test_divergence_is_a_one_line_error(tmp_path, sets):
 
 def test_to_input_matches_the_numpy_path(sets):
     """The PyTorch path (training) and the NumPy path (ONNX recognition) must feed models alike."""
-    from fervid.engine import to_input
+    from fervid.training.engine import to_input
     from fervid.preprocess import normalize
 
     imgs = sets[1].images[:6]
@@ -248,7 +248,7 @@ def test_to_input_matches_the_numpy_path(sets):
 
 
 def test_predict_logits_batches_and_tta(sets):
-    from fervid.engine import accuracy
+    from fervid.training.runtime import accuracy
 
     torch.manual_seed(0)
     model = create_model("vgg_tiny").eval()
@@ -264,7 +264,7 @@ def test_predict_logits_batches_and_tta(sets):
 
 
 def test_pick_device():
-    from fervid.engine import pick_device
+    from fervid.training.engine import pick_device
 
     assert pick_device("cpu") == torch.device("cpu")
     assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -277,7 +277,7 @@ def test_pick_device():
 
 def test_ema_decay_warms_up_then_caps():
     """Early EMA updates follow the model closely; later ones use the configured decay."""
-    from fervid.averaging import ema_with_warmup
+    from fervid.training.weight_averaging import ema_with_warmup
 
     update = ema_with_warmup(0.9)
     ema, cur = [torch.zeros(3)], [torch.ones(3)]

@@ -1,4 +1,4 @@
-"""``fervid evaluate`` and :func:`fervid.evaluate.evaluate` on the committed test faces.
+"""``fervid evaluate`` and :func:`fervid.analysis.evaluate.evaluate` on the committed test faces.
 
 A vgg_tiny trained for two short epochs on the 28 train faces is scored on the 42 test
 faces; every figure is checked against a direct computation from the model's logits or
@@ -19,13 +19,13 @@ import torch
 from sklearn.metrics import f1_score
 
 import fervid
-from fervid.checkpoint import load_model, make_meta, save_model
+from fervid.training.checkpoint import load_model, make_meta, save_model
 from fervid.cli import main
 from fervid.data import FER_CLASSES, ClassSet, load_faces
 from fervid.errors import BadInputError
-from fervid.evaluate import EvalReport, evaluate, load_eval_faces, scored_class_set
+from fervid.analysis.evaluate import EvalReport, evaluate, load_eval_faces, scored_class_set
 from fervid.models import create_model
-from fervid.plots import CONFUSION_SIZE
+from fervid.analysis.plots import CONFUSION_SIZE
 
 ROOT = Path(__file__).resolve().parents[1]
 FER = ROOT / "tests" / "data" / "fer"
@@ -40,8 +40,8 @@ def _private_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A real training run: two epochs of vgg_tiny on the train faces (batch 4 so it learns a little)."""
-    from fervid.augment import AugmentConfig
-    from fervid.engine import TrainConfig, train
+    from fervid.training.augment import AugmentConfig
+    from fervid.training.engine import TrainConfig, train
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("run") / "vgg_tiny"
@@ -68,8 +68,8 @@ def _last_accuracy(stdout: str) -> float:
 
 
 def _direct(run_dir: Path, faces, tta: bool = False, classes=None) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions computed here, not by fervid.evaluate: argmax over the chosen classes' logits."""
-    from fervid.engine import predict_logits
+    """Predictions computed here, not by fervid.analysis.evaluate: argmax over the chosen classes' logits."""
+    from fervid.training.engine import predict_logits
 
     model, meta = load_model(run_dir)
     logits = predict_logits(model, faces.images, tta=tta).numpy()
@@ -313,7 +313,7 @@ def test_default_out_dir_is_named_after_the_model(tmp_path):
 
 def test_evaluate_takes_an_exports_json_sidecar():
     """``--model model.json`` scores its ``model.onnx``, as ``fervid predict`` reads it."""
-    from fervid.evaluate import OnnxPredictor, load_model_any
+    from fervid.analysis.predictors import OnnxPredictor, load_model_any
 
     shipped = Path(fervid.__file__).resolve().parent / "assets"
     model, meta, path = load_model_any(shipped / "model.json")

@@ -29,7 +29,7 @@ def test_onnx_interface_and_metadata(tiny_model, tiny_onnx):
     assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     inside = json.loads({p.key: p.value for p in proto.metadata_props}["fervid"])
     sidecar = json.loads(tiny_onnx.with_suffix(".json").read_text())
-    from fervid.checkpoint import read_meta
+    from fervid.training.checkpoint import read_meta
 
     meta = read_meta(tiny_model)
     for key in ("classes", "input_size", "mean", "std", "preprocess", "arch", "params", "mflops", "trained", "metrics"):
@@ -40,7 +40,7 @@ def test_onnx_interface_and_metadata(tiny_model, tiny_onnx):
 def test_onnx_runtime_matches_pytorch_on_real_faces(tiny_model, tiny_onnx, fer_faces):
     import onnxruntime as ort
 
-    from fervid.checkpoint import load_model
+    from fervid.training.checkpoint import load_model
 
     model, _ = load_model(tiny_model)
     x = normalize(equalize_batch(fer_faces[0]))
@@ -110,7 +110,7 @@ def test_int8_export_of_the_shipped_model_keeps_its_answers(tmp_path, fer_faces)
     """--int8 quantises (int8 weights and QDQ nodes in the graph, a file under half the fp32
     size) and the recognizer reading it gives the fp32 model's top answer on held-out faces."""
     from fervid.export import calibration_faces
-    from fervid.recognize import Recognizer
+    from fervid.recognition.recognize import Recognizer
 
     calib = calibration_faces(TEST_FER, "train", 512)
     assert calib.shape == (28, 1, 48, 48) and calib.dtype == np.float32

@@ -1,4 +1,4 @@
-"""The second look at each detection (fervid.face_check) and the detection check set
+"""The second look at each detection (fervid.recognition.face_check) and the detection check set
 (tests/data/detection, bench/detection.py): no face on photos without one, exact counts on
 photos with several, and no real face lost."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fervid import face_check
-from fervid.detect import FaceDetector
+from fervid.recognition import face_check
+from fervid.recognition.detect import FaceDetector
 
 ROOT = Path(__file__).resolve().parents[1]
 REALFACES = ROOT.parent / "shared" / "datasets" / "realfaces"
@@ -173,16 +173,16 @@ def test_bench_emulation_is_the_detector(check, check_set, scenes):
 
 def test_flag_turns_the_check_off():
     from fervid.cli import build_parser
-    from fervid.cli.common import detect_kwargs
+    from fervid.recognition.settings import RecognizerSettings
 
     parser = build_parser()
-    for cmd in (["predict", "x.jpg"], ["video", "x.mp4"]):
-        assert "face_check" not in detect_kwargs(parser.parse_args(cmd))  # the library's default: on
-        assert detect_kwargs(parser.parse_args(cmd + ["--no-face-check"]))["face_check"] is False
+    for cmd in (["predict", "x.jpg"], ["video", "x.mp4"], ["webcam"], ["serve"]):
+        assert RecognizerSettings.from_args(parser.parse_args(cmd)).face_check is True  # the default: on
+        assert RecognizerSettings.from_args(parser.parse_args(cmd + ["--no-face-check"])).face_check is False
 
 
 def test_recognizer_passes_the_switch():
-    from fervid.recognize import Recognizer
+    from fervid.recognition.recognize import Recognizer
 
     assert Recognizer(threads=1).detector.face_check is True
     assert Recognizer(threads=1, face_check=False).detector.face_check is False

@@ -12,14 +12,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from fervid.augment import alternate_flips, augment  # noqa: E402
-from fervid.config import AugmentConfig, TrainConfig  # noqa: E402
+from fervid.training.augment import alternate_flips, augment  # noqa: E402
+from fervid.training.config import AugmentConfig, TrainConfig  # noqa: E402
 from fervid.data import FaceSet, load_faces  # noqa: E402
-from fervid.engine import to_input, train  # noqa: E402
+from fervid.training.engine import to_input, train  # noqa: E402
 from fervid.errors import BadInputError  # noqa: E402
 from fervid.models import create_model, init_whitening, train_whitening  # noqa: E402
 from fervid.models.fastnet import whitening_weights  # noqa: E402
-from fervid.optim import lr_factor, make_optimizer  # noqa: E402
+from fervid.training.optim import lr_factor, make_optimizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_FER = ROOT / "tests" / "data" / "fer"
@@ -84,7 +84,7 @@ class Interrupt(Exception):
 @pytest.mark.parametrize("kw", [dict(whiten=False), dict(optimizer="muon", muon_lr=0.02)])
 def test_whiten_off_and_muon_runs_resume_to_identical_weights(tmp_path, sets, kw):
     """A killed run resumes exactly: the optimizer must be rebuilt over the same parameters."""
-    from fervid import checkpoint as ckpt
+    from fervid.training import checkpoint as ckpt
 
     run(tmp_path / "straight", sets, epochs=2, **kw)
 

@@ -250,7 +250,7 @@ def test_mix_is_the_original_label_plus_a_share_of_the_votes(release):
 
 
 def test_mix_needs_votes_and_a_weight_in_range(release):
-    from fervid.config import TrainConfig
+    from fervid.training.config import TrainConfig
 
     with pytest.raises(BadInputError, match="needs FER\\+ votes"):
         load_faces(TEST_FER, "train", labels="mix")
@@ -383,19 +383,19 @@ def test_shared_ferplus_counts_agreement_and_fast_second_load(monkeypatch):
 
 def test_training_on_soft_targets_with_mixing(release, tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
-    from fervid import checkpoint as ckpt
-    from fervid import engine
+    from fervid.training import checkpoint as ckpt
+    from fervid.training import engine, step
 
     torch.set_num_threads(1)
     root, _ = release
     targets = []
-    real = engine.F.cross_entropy
+    real = step.F.cross_entropy
 
     def spy(logits, target, *a, **k):
         targets.append((target.dtype, tuple(target.shape)))
         return real(logits, target, *a, **k)
 
-    monkeypatch.setattr(engine.F, "cross_entropy", spy)
+    monkeypatch.setattr(step.F, "cross_entropy", spy)
     cfg = engine.TrainConfig(data=str(root / "ferplus"), labels="soft", model="vgg_tiny", epochs=1, batch_size=8,
                              lr=0.01, threads=1, device="cpu", precision="fp32", mixup=0.2, cutmix=0.2,
                              label_smoothing=0.1, class_weighting="loss", out=str(tmp_path / "run"))
@@ -412,8 +412,9 @@ def test_training_on_soft_targets_with_mixing(release, tmp_path, monkeypatch):
 def test_evaluate_reports_majority_and_soft_cross_entropy(release, tiny_model, tmp_path, capsys):
     pytest.importorskip("torch")
     from fervid.cli import main
-    from fervid.engine import predict_logits
-    from fervid.evaluate import load_eval_faces, load_model_any, load_soft_faces
+    from fervid.training.engine import predict_logits
+    from fervid.analysis.evaluate import load_eval_faces, load_soft_faces
+    from fervid.analysis.predictors import load_model_any
 
     root, _ = release
     src = root / "ferplus"

@@ -85,7 +85,7 @@ image_bytes = st.one_of(mutated(), st.binary(max_size=2048))
 
 @pytest.fixture(scope="module")
 def recognizer():
-    from fervid.recognize import Recognizer
+    from fervid.recognition.recognize import Recognizer
 
     return Recognizer(ROOT / "fervid" / "assets" / "model.onnx", threads=1)
 
@@ -100,7 +100,7 @@ def scratch():
 @given(data=image_bytes)
 def test_image_files_decode_or_refuse_in_one_line(data, recognizer, scratch):
     """read_image + the detector and classifier on whatever decodes: only BadInputError may escape."""
-    from fervid.recognize import read_image
+    from fervid.images import read_image
 
     path = scratch / "fuzz.img"
     path.write_bytes(data)
@@ -120,7 +120,7 @@ def test_image_files_decode_or_refuse_in_one_line(data, recognizer, scratch):
 @given(data=image_bytes, declared=st.sampled_from(["", "image/png", "image/jpeg", "application/octet-stream",
                                                    "text/plain"]))
 def test_uploads_decode_or_answer_4xx(data, declared):
-    from fervid.uploads import UploadError, decode_image
+    from fervid.serve.uploads import UploadError, decode_image
 
     try:
         image = decode_image(data, declared, max_pixels=4_000_000)

@@ -53,8 +53,8 @@ def make_long_clip(path: Path) -> int:
 
 PROBE = """
 import json, sys, time
-from fervid.recognize import Recognizer
-from fervid.video import process_video
+from fervid.recognition.recognize import Recognizer
+from fervid.recognition.video import process_video
 
 def hwm_mb():
     for line in open("/proc/self/status"):

@@ -1,4 +1,4 @@
-"""Training curves and confusion-matrix figures: ``fervid plot``, :mod:`fervid.plots`, and the
+"""Training curves and confusion-matrix figures: ``fervid plot``, :mod:`fervid.analysis.plots`, and the
 curves PNG that ``fervid train`` leaves in its run folder."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from fervid.cli import main
 from fervid.errors import BadInputError
-from fervid.plots import CONFUSION_SIZE, CURVES_SIZE, best_epoch, plot_confusion, plot_curves, read_metrics
+from fervid.analysis.plots import CONFUSION_SIZE, CURVES_SIZE, best_epoch, plot_confusion, plot_curves, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 FER = ROOT / "tests" / "data" / "fer"

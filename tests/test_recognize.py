@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from fervid import Recognizer
-from fervid.detect import FaceDetector
+from fervid.recognition.detect import FaceDetector
 from fervid.errors import BadInputError, ModelFileError
 from fervid.preprocess import align_face, equalize
-from fervid.recognize import read_image
+from fervid.images import read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 YUNET = ROOT / "fervid" / "assets" / "yunet.onnx"
@@ -152,7 +152,7 @@ def test_every_input_type_gives_the_same_answer(rec, tmp_path):
 
 def test_no_detect_classifies_the_whole_image_like_pytorch(tiny_model, tiny_onnx, fer_faces):
     torch = pytest.importorskip("torch")
-    from fervid.checkpoint import load_model
+    from fervid.training.checkpoint import load_model
     from fervid.preprocess import normalize
 
     rec = Recognizer(tiny_onnx, detect=False)
@@ -236,7 +236,7 @@ def test_files_that_are_not_fervid_models_are_refused(kind, tmp_path):
 
 
 def test_default_model_is_the_shipped_one_or_a_clear_error():
-    from fervid.recognize import DEFAULT_MODEL
+    from fervid.recognition.recognize import DEFAULT_MODEL
 
     if DEFAULT_MODEL.is_file():
         assert Recognizer().meta["format"] == "fervid-model"

@@ -30,8 +30,8 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from conftest import paste_faces  # noqa: E402
-from fervid.serve import ENV_CONFIG, app_from_env, create_app  # noqa: E402
-from fervid.serve_schemas import BatchResponse, ModelResponse, PredictResponse, VideoResponse  # noqa: E402
+from fervid.serve.app import ENV_CONFIG, app_from_env, create_app  # noqa: E402
+from fervid.serve.schemas import BatchResponse, ModelResponse, PredictResponse, VideoResponse  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FER = ROOT / "tests" / "data" / "fer" / "test"
@@ -77,7 +77,7 @@ def scene_png(scene) -> bytes:
 
 @pytest.fixture(scope="module")
 def recognizer(tiny_onnx):
-    from fervid.recognize import Recognizer
+    from fervid.recognition.recognize import Recognizer
 
     return Recognizer(tiny_onnx, threads=1)
 
@@ -313,7 +313,7 @@ def test_video_json_and_csv(client, clip, recognizer):
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/csv")
     lines = r.text.strip().splitlines()
-    from fervid.video import csv_header
+    from fervid.recognition.video import csv_header
 
     assert lines[0].split(",") == csv_header(recognizer.classes)
     frames = {int(line.split(",")[0]) for line in lines[1:]}
@@ -435,7 +435,7 @@ def test_multipart_uploads_never_spill_to_disk(monkeypatch):
 
     from starlette.datastructures import Headers
 
-    from fervid.uploads import parse_multipart
+    from fervid.serve.uploads import parse_multipart
 
     def no_disk(self):
         raise AssertionError("an upload was spooled to disk")
@@ -532,7 +532,7 @@ def test_cli_serves_with_several_workers(tiny_onnx, scene_png):
 def test_model_reports_the_accuracy_of_the_served_file():
     """The shipped model.onnx is int8: its own PublicTest figure (sidecar ``onnx.metrics``) is what
     /v1/model reports, not the fp32 training run's figure embedded in the ONNX metadata."""
-    from fervid.recognize import ASSETS
+    from fervid.recognition.recognize import ASSETS
 
     sidecar = json.loads((ASSETS / "model.json").read_text())
     served = sidecar["onnx"]["metrics"]["val_acc"]

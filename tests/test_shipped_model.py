@@ -14,7 +14,7 @@ import pytest
 
 from fervid.data import load_faces
 from fervid.export import INT8_MIN_AGREEMENT, PARITY_TOLERANCE
-from fervid.recognize import DEFAULT_MODEL, Recognizer
+from fervid.recognition.recognize import DEFAULT_MODEL, Recognizer
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES = ROOT / "tests" / "data" / "fer"
@@ -46,7 +46,7 @@ def test_shipped_model_is_well_above_chance_on_real_fer_faces(faces):
 
 def test_shipped_onnx_matches_shipped_safetensors(faces):
     torch = pytest.importorskip("torch")
-    from fervid.checkpoint import load_model
+    from fervid.training.checkpoint import load_model
     from fervid.preprocess import normalize
 
     model, meta = load_model(ASSETS / "model.safetensors")

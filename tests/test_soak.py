@@ -186,7 +186,7 @@ def test_a_full_server_answers_503_with_retry_after():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
-    from fervid.serve import create_app
+    from fervid.serve.app import create_app
 
     app = create_app(SHIPPED_ONNX, concurrency=1, max_uploads=1, max_video_uploads=1)
     with TestClient(app) as client:

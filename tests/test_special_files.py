@@ -124,7 +124,7 @@ def test_evaluate_refuses_a_fifo_or_device_as_data(special, tmp_path, name):
 
 def test_video_and_python_api_refuse_special_files(special, capsys, tmp_path):
     from fervid.errors import BadInputError
-    from fervid.recognize import read_image
+    from fervid.images import read_image
 
     for name in ("fifo.jpg", "/dev/zero", "link_loop.jpg"):
         if name not in special:
@@ -224,7 +224,7 @@ def test_video_on_a_full_disk_publishes_nothing(tiny_fs, clip, capsys):
 def test_a_silently_failing_video_writer_is_caught(tmp_path, clip):
     """Item 4: a video missing frames (what a full disk leaves) is refused by the check before publishing."""
     from fervid.errors import OutputError
-    from fervid.videowrite import count_frames, verify_video
+    from fervid.recognition.video_writer import count_frames, verify_video
 
     data = clip.read_bytes()
     torn = tmp_path / "torn.avi"
@@ -248,7 +248,7 @@ def test_export_and_train_on_a_full_disk_are_one_line(tiny_fs, tiny_model, capsy
     assert not [n for n in left if n.startswith(".")], left  # no temporaries
     for name in ("best.safetensors", "last.pt"):
         if name in left:  # whatever has its final name must be whole
-            from fervid.checkpoint import load_model, load_training_state
+            from fervid.training.checkpoint import load_model, load_training_state
 
             (load_model if name.endswith(".safetensors") else load_training_state)(disk / "run" / name)
 
@@ -264,14 +264,14 @@ def test_a_one_pixel_video_is_processed(tmp_path, capsys):
     code, _, err = cli(["video", path, "-o", tmp_path / "o.mp4", "--no-timeline", "--quiet",
                         "--model", SHIPPED_ONNX], capsys)
     assert code == 0, err
-    from fervid.videowrite import count_frames
+    from fervid.recognition.video_writer import count_frames
 
     assert count_frames(tmp_path / "o.mp4") == 5 and "padded" in err
 
 
 def test_resume_finds_relative_data_from_another_folder(tmp_path, capsys, monkeypatch):
     pytest.importorskip("torch")
-    from fervid import checkpoint as ckpt
+    from fervid.training import checkpoint as ckpt
 
     first, elsewhere = tmp_path / "first", tmp_path / "elsewhere"
     first.mkdir()

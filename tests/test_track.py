@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fervid.errors import BadInputError
-from fervid.track import Tracker, centre_distance, iou
+from fervid.recognition.track import Tracker, centre_distance, iou
 
 CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 

@@ -19,12 +19,12 @@ torch = pytest.importorskip("torch")
 
 from safetensors.torch import load_file  # noqa: E402
 
-from fervid import checkpoint as ckpt  # noqa: E402
-from fervid.augment import AugmentConfig  # noqa: E402
+from fervid.training import checkpoint as ckpt  # noqa: E402
+from fervid.training.augment import AugmentConfig  # noqa: E402
 from fervid.cli import build_parser, main  # noqa: E402
 from fervid.cli.train import config_from_args  # noqa: E402
 from fervid.data import FER_CLASSES  # noqa: E402
-from fervid.engine import TIMING_KEYS, TrainConfig  # noqa: E402
+from fervid.training.engine import TIMING_KEYS, TrainConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_FER = ROOT / "tests" / "data" / "fer"

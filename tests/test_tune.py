@@ -17,12 +17,12 @@ import pytest
 torch = pytest.importorskip("torch")
 optuna = pytest.importorskip("optuna")
 
-from fervid import engine  # noqa: E402
+from fervid.training import engine  # noqa: E402
 from fervid.cli import main  # noqa: E402
-from fervid.config import TrainConfig  # noqa: E402
+from fervid.training.config import TrainConfig  # noqa: E402
 from fervid.errors import BadInputError  # noqa: E402
-from fervid.tune import TuneSettings, apply_overrides, suggest  # noqa: E402
-from fervid.tune_report import HISTORY_SIZE, IMPORTANCE_SIZE, plot_importance  # noqa: E402
+from fervid.analysis.tune import TuneSettings, apply_overrides, suggest  # noqa: E402
+from fervid.analysis.tune_report import HISTORY_SIZE, IMPORTANCE_SIZE, plot_importance  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_FER = ROOT / "tests" / "data" / "fer"

@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 import pytest
 
-import fervid.video as video_mod  # sets the FFmpeg log level before any capture is opened
+import fervid.recognition.video as video_mod  # sets the FFmpeg log level before any capture is opened
 from fervid.cli import main
-from fervid.timeline import TIMELINE_SIZE
+from fervid.recognition.timeline import TIMELINE_SIZE
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES = ROOT / "tests" / "data" / "fer" / "test"
@@ -80,7 +80,7 @@ def clip(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def recognizer(tiny_onnx):
-    from fervid.recognize import Recognizer
+    from fervid.recognition.recognize import Recognizer
 
     return Recognizer(tiny_onnx, threads=1)
 

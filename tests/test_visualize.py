@@ -1,4 +1,4 @@
-"""``fervid visualize`` and the library behind it (:mod:`fervid.insight`, :mod:`fervid.visualize`).
+"""``fervid visualize`` and the library behind it (:mod:`fervid.analysis.interpret`, :mod:`fervid.analysis.interpret_figures`).
 
 Models here have random weights (seeded): Grad-CAM, layer discovery and the figures must
 work for any checkpoint of any registered architecture, trained or not, and random models
@@ -15,9 +15,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from fervid import insight  # noqa: E402
-from fervid import visualize as viz  # noqa: E402
-from fervid.checkpoint import make_meta, save_model  # noqa: E402
+from fervid.analysis import interpret as insight  # noqa: E402
+from fervid.analysis import interpret_figures as viz  # noqa: E402
+from fervid.training.checkpoint import make_meta, save_model  # noqa: E402
 from fervid.cli import main  # noqa: E402
 from fervid.data import FER_CLASSES, load_faces  # noqa: E402
 from fervid.errors import BadInputError, ModelFileError  # noqa: E402
@@ -211,7 +211,8 @@ def test_check_layers_rejects_unknown_and_flat_layers():
 
 def test_face_crops_match_recognition(faces):
     """A photo is cropped exactly as ``fervid predict`` crops it; a 48x48 crop is only equalized."""
-    from fervid.recognize import Recognizer, read_image
+    from fervid.images import read_image
+    from fervid.recognition.recognize import Recognizer
 
     image = read_image(SAMPLE)
     got = insight.face_crops(image)

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-import fervid.webcam as webcam
+import fervid.recognition.camera as webcam
 from fervid.cli import main
 from fervid.errors import BadInputError, FervidError
 
@@ -70,7 +70,7 @@ def frames(tmp_path_factory) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def recognizer(tiny_onnx):
-    from fervid.recognize import Recognizer
+    from fervid.recognition.recognize import Recognizer
 
     return Recognizer(tiny_onnx, threads=1)
 

@@ -5,7 +5,7 @@ import argparse
 
 
 def run_pack(args: argparse.Namespace) -> int:
-    from ..carry import pack
+    from ..training.carry import pack
 
     info = pack(args.run, args.output, overwrite=args.overwrite)
     print(f"{info['path']}: after epoch {info['epoch']} of {info['epochs']} "
@@ -14,7 +14,7 @@ def run_pack(args: argparse.Namespace) -> int:
 
 
 def run_unpack(args: argparse.Namespace) -> int:
-    from ..carry import unpack
+    from ..training.carry import unpack
 
     info = unpack(args.file, args.out)
     print(f"{info['out']}: ready to resume at epoch {info['epoch'] + 1} of {info['epochs']}; "

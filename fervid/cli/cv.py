@@ -8,8 +8,8 @@ from .train import add_config_flags, config_from_args, given_config_flags
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..crossval import format_table, run_cv  # without torch or sklearn: one line from cli.main
-    from ..config import TrainConfig
+    from ..analysis.crossval import format_table, run_cv  # without torch or sklearn: one line from cli.main
+    from ..training.config import TrainConfig
 
     if args.resume:
         given = given_config_flags(args) + (["--folds"] if args.folds is not None else []) \

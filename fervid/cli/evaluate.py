@@ -29,7 +29,7 @@ def default_out_dir(model_path: Path, split: str, ensemble: bool = False) -> Pat
     tag = re.sub(r"[^A-Za-z0-9_.-]+", "+", split.strip()) or "split"
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", model_path.name).strip("-") or "model"
     tag = f"ensemble-{tag}" if ensemble else f"{stem}-{tag}"
-    from ..recognize import ASSETS
+    from ..recognition.recognize import ASSETS
 
     folder = model_path.parent
     if folder.resolve() != ASSETS and os.access(folder, os.W_OK):
@@ -38,10 +38,18 @@ def default_out_dir(model_path: Path, split: str, ensemble: bool = False) -> Pat
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..ensemble import split_model_list
-    from ..evaluate import (evaluate, format_report, load_eval_faces, load_model_any, load_soft_faces, report_paths,
-                            write_report)
+    from ..analysis.evaluate import (
+        evaluate,
+        format_report,
+        load_eval_faces,
+        load_soft_faces,
+        report_paths,
+        write_report,
+    )
+    from ..analysis.predictors import load_model_any
     from ..ferplus import label_mode, scoring_labels
+    from ..files import check_output
+    from ..modelfile import split_model_list
 
     if args.threads:
         try:
@@ -53,8 +61,6 @@ def run(args: argparse.Namespace) -> int:
     model, meta, path = load_model_any(args.model)
     ensemble = len(split_model_list(args.model)) > 1
     out_dir = Path(args.out_dir) if args.out_dir else default_out_dir(path, args.split, ensemble)
-    from ..io import check_output
-
     check_output(out_dir, folder=True)  # before minutes of inference
     if not args.overwrite:  # fail before minutes of inference, not after
         for p in report_paths(out_dir, args.tta).values():

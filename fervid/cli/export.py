@@ -22,7 +22,7 @@ def _positive(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from ..errors import BadInputError
     from ..export import calibration_faces, export_model
-    from ..io import check_output
+    from ..files import check_output
 
     if args.output:
         check_output(args.output)  # before the export and its parity check run

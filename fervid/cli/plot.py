@@ -6,12 +6,12 @@ from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..plots import METRICS_FILE, best_epoch, plot_curves, read_metrics
+    from ..analysis.plots import METRICS_FILE, best_epoch, plot_curves, read_metrics
 
     src = Path(args.metrics).expanduser()
     rows = read_metrics(src)
     out = Path(args.output) if args.output else (src if src.is_dir() else src.parent) / "curves.png"
-    from ..io import check_output
+    from ..files import check_output
 
     check_output(out)
     plot_curves(rows, out, title=args.title or "", overwrite=args.overwrite)

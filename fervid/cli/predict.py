@@ -5,14 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_detect_flags, add_prior_flag, detect_kwargs
-
-
-def _positive_float(text: str) -> float:
-    v = float(text)
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
-    return v
+from .common import add_recognizer_flags, recognizer_settings
 
 
 def _positive_mb(text: str) -> float:
@@ -29,19 +22,19 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     from tqdm import tqdm
 
-    from ..batch import TableWriter, annotated_path, describe, error_row, expand_inputs, face_rows
-    from ..draw import annotate
     from ..errors import BadInputError, OutputError
-    from ..io import atomic_path, check_output, nearly_full
-    from ..recognize import Recognizer, read_image
+    from ..files import atomic_path, check_output, nearly_full
+    from ..images import read_image
+    from ..recognition.draw import annotate
+    from ..recognition.image_files import TableWriter, annotated_path, describe, error_row, expand_inputs, face_rows
+    from ..recognition.recognize import Recognizer
 
+    settings = recognizer_settings(args)  # first: a bad flag is one line before any work
     out_dir = Path(args.out_dir)
     table = out_dir / f"predictions.{args.format}"
     check_output(out_dir, folder=True)  # before the model loads and any image is read
     max_bytes = int(args.max_image_mb * 1_000_000)
-    recognizer = Recognizer(args.model, min_confidence=args.min_confidence, min_face=args.min_face,
-                            classes=args.classes, detect=not args.no_detect, threads=args.threads,
-                            **({"pad": args.pad} if args.pad is not None else {}), **detect_kwargs(args))
+    recognizer = Recognizer(args.model, settings=settings)
     expanded = expand_inputs(args.inputs, skip=out_dir)
     if not args.overwrite:  # refuse before any work rather than after half of it
         planned = [table] + ([] if args.no_annotate else [annotated_path(out_dir, f) for f in expanded.files])
@@ -103,25 +96,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "copies and one table (a row per face; images without a face and unreadable files "
                        "get a row too). Exit code 2 if any input failed.")
     p.add_argument("inputs", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
-    p.add_argument("--model", help="an exported .onnx (or its .json), a .safetensors model or a training run "
-                   "folder (default: the model shipped with fervid)")
     p.add_argument("-o", "--out-dir", default="fervid-out", help="where annotated images and the table go "
                    "(default: fervid-out)")
     p.add_argument("--format", choices=("csv", "jsonl"), default="csv",
                    help="table format: predictions.csv or predictions.jsonl (default: csv)")
-    p.add_argument("--min-confidence", type=_positive_float, default=0.6,
-                   help="face detector score threshold, 0-1 (default: 0.6)")
-    p.add_argument("--min-face", type=int, default=20, help="ignore faces smaller than this many pixels (default: 20)")
-    p.add_argument("--classes", help="comma list of classes to choose from, e.g. happy,sad,neutral "
-                   "(probabilities renormalised over them)")
-    p.add_argument("--no-detect", action="store_true",
-                   help="treat each image as one already cropped face (FER-style), no detection")
-    p.add_argument("--pad", type=float, default=None,
-                   help="padding (fraction of the image size) for a second detection pass on images "
-                   "where none was found, to give tightly cropped faces context (default: 0.1; 0 = off)")
-    add_detect_flags(p)
-    add_prior_flag(p)
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
+    add_recognizer_flags(p, detect=True)
     p.add_argument("--max-image-mb", type=_positive_mb, default=256.0, metavar="MB",
                    help="largest image file read, checked before reading it (default: 256)")
     p.add_argument("--no-annotate", action="store_true", help="write the table only, no annotated images")

@@ -6,7 +6,7 @@ import os
 import socket
 import sys
 
-from .common import add_model_flags
+from .common import add_recognizer_flags, recognizer_settings
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="address to listen on (default: 127.0.0.1, this machine only; there is no "
                    "authentication, so think before using 0.0.0.0)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
-    add_model_flags(p)
+    add_recognizer_flags(p, threads=False)  # its --threads: inferences at once, below
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="server processes, each with its own copy of the model (default: 1)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
@@ -69,39 +69,41 @@ def _check_port(host: str, port: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import BadInputError
-
     import uvicorn  # without the serve extra: one line from cli.main
 
-    from .. import serve
+    from ..errors import BadInputError
+    from ..serve import app as serve
+    from ..serve import config as serve_config
+
+    settings = recognizer_settings(args, threads=1)  # first: a bad flag is one line before any work
     if args.workers < 1:
         raise BadInputError(f"--workers must be >= 1, got {args.workers}")
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     model = os.path.abspath(args.model) if args.model else None  # workers may not share our cwd
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    config = serve.ServeConfig(
+    config = serve_config.ServeConfig(
         model=model, max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
         max_batch_files=args.max_batch_files, max_batch_mb=args.max_batch_mb, max_video_mb=args.max_video_mb,
         max_video_seconds=args.max_video_seconds, max_uploads=args.max_uploads,
-        max_video_uploads=args.max_video_uploads, concurrency=threads, min_confidence=args.min_confidence,
-        min_face=args.min_face, classes=classes, detect_size=args.detect_size, face_check=args.face_check is not False,
-        prior=os.path.abspath(args.prior) if os.path.exists(args.prior) else args.prior)
+        max_video_uploads=args.max_video_uploads, concurrency=threads, min_confidence=settings.min_confidence,
+        min_face=settings.min_face, classes=list(settings.classes) if settings.classes else None,
+        detect_size=settings.detect_size, face_check=settings.face_check,
+        prior=os.path.abspath(settings.prior) if os.path.exists(settings.prior) else settings.prior)
     _check_port(args.host, args.port)
     import logging
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     # Load once here, so a bad model is a one-line error before the port opens.
-    recognizer = serve.load_recognizer(config)
+    recognizer = serve_config.load_recognizer(config)
     if args.host not in LOOPBACK:
         print(f"fervid serve: warning: listening on {args.host}, reachable from other machines; the API has "
               "no authentication", file=sys.stderr)
     print(f"fervid serve: http://{args.host}:{args.port}/ (API docs at /docs), {args.workers} worker(s), "
           f"{threads} inference thread(s) each; Ctrl-C stops", file=sys.stderr)
     if args.workers == 1:
-        app = serve.create_app(config.model, recognizer=recognizer, **serve.settings_of(config))
+        app = serve.create_app(config.model, recognizer=recognizer, **serve_config.settings_of(config))
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     else:
-        os.environ[serve.ENV_CONFIG] = serve.config_to_env(config)
-        uvicorn.run("fervid.serve:app_from_env", factory=True, host=args.host, port=args.port,
+        os.environ[serve_config.ENV_CONFIG] = serve_config.config_to_env(config)
+        uvicorn.run("fervid.serve.app:app_from_env", factory=True, host=args.host, port=args.port,
                     workers=args.workers, log_level=args.log_level)
     return 0

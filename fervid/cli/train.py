@@ -1,4 +1,4 @@
-"""``fervid train``: flags and an optional YAML/JSON file over :class:`fervid.engine.TrainConfig`."""
+"""``fervid train``: flags and an optional YAML/JSON file over :class:`fervid.training.engine.TrainConfig`."""
 from __future__ import annotations
 
 import argparse
@@ -54,7 +54,7 @@ def add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = (),
     they ``skip`` the fields they set themselves (cv picks each fold's data) and may
     reword a help text (``out`` is their own output folder).
     """
-    from ..config import AugmentConfig, TrainConfig
+    from ..training.config import AugmentConfig, TrainConfig
 
     texts = {
         "data": "FER-2013 source (fer2013.csv or a folder in the Kaggle layout) or FER+ (the FER2013Train/... "
@@ -108,7 +108,7 @@ def given_config_flags(args: argparse.Namespace) -> list[str]:
     A resumed run (train, cv, tune) replays its saved config exactly; silently ignoring
     a flag would let the user believe they changed something, so callers refuse these.
     """
-    from ..config import TrainConfig
+    from ..training.config import TrainConfig
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     return sorted(f"--{k.replace('_', '-')}" for k, v in vars(args).items()
@@ -117,7 +117,7 @@ def given_config_flags(args: argparse.Namespace) -> list[str]:
 
 def config_from_args(args: argparse.Namespace):
     """TrainConfig from defaults < --config file < flags."""
-    from ..config import TrainConfig
+    from ..training.config import TrainConfig
 
     data = load_config_file(args.config) if getattr(args, "config", None) else {}
     aug = dict(data.pop("augment", None) or {})
@@ -136,7 +136,7 @@ def _write_curves(run_dir: Path) -> None:
     """curves.png beside metrics.jsonl, so every finished run can be judged at a glance (rank 0 only)."""
     import os
 
-    from ..plots import METRICS_FILE, plot_curves
+    from ..analysis.plots import METRICS_FILE, plot_curves
 
     if os.environ.get("RANK", "0") != "0" or not (run_dir / METRICS_FILE).exists():
         return
@@ -158,8 +158,8 @@ RESUME_SETTINGS = ("--threads",)
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from ..engine import TrainConfig, train  # without torch: one line from cli.main
-    from ..io import check_output, output_errors
+    from ..files import check_output, output_errors
+    from ..training.engine import TrainConfig, train  # without torch: one line from cli.main
 
     if args.resume:
         given = [f for f in given_config_flags(args) if f not in RESUME_SETTINGS]

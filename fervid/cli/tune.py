@@ -13,7 +13,7 @@ def run(args: argparse.Namespace) -> int:
     # Without torch, sklearn or Optuna: one line from cli.main, before any work is done.
     import optuna  # noqa: F401
 
-    from ..tune import TuneSettings, load_state, tune
+    from ..analysis.tune import TuneSettings, load_state, tune
 
     if args.resume:
         given = given_config_flags(args) + [f"--{k.replace('_', '-')}" for k in _STUDY_FLAGS

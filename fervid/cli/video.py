@@ -4,26 +4,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_model_flags, detect_kwargs
+from .common import add_recognizer_flags as add_settings_flags
+from .common import recognizer_settings
 
 
 def add_recognizer_flags(p: argparse.ArgumentParser) -> None:
-    """The flags that build a :class:`fervid.recognize.Recognizer` (shared with ``fervid webcam``)."""
-    add_model_flags(p)
+    """The flags that build a :class:`fervid.recognition.recognize.Recognizer` (shared with ``fervid webcam``)."""
+    add_settings_flags(p)
     p.add_argument("--every", type=int, default=1, metavar="N",
                    help="analyse every N-th frame only; frames between reuse the last result (default: 1)")
     p.add_argument("--smoothing", type=float, default=0.5, metavar="S",
                    help="how strongly each face's emotion is smoothed over analysed frames, 0 (off) to <1 "
                    "(steadier, slower to change); EMA weight of the past (default: 0.5)")
-    p.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime threads for the classifier (default: its own)")
 
 
 def make_recognizer(args: argparse.Namespace):
-    from ..recognize import Recognizer
+    from ..recognition.recognize import Recognizer
 
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    return Recognizer(args.model, min_confidence=args.min_confidence, min_face=args.min_face, classes=classes,
-                      threads=args.threads, **detect_kwargs(args))
+    return Recognizer(args.model, settings=recognizer_settings(args))
 
 
 def default_outputs(args: argparse.Namespace) -> tuple[Path | None, Path | None, Path | None]:
@@ -41,8 +39,9 @@ def default_outputs(args: argparse.Namespace) -> tuple[Path | None, Path | None,
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ..video import process_video
+    from ..recognition.video import process_video
 
+    recognizer_settings(args)  # first: a bad flag is one line before any work
     video, csv, timeline = default_outputs(args)
     recognizer = make_recognizer(args)
     summary = process_video(recognizer, args.input, video, csv_path=csv, timeline_dir=timeline,

@@ -2,7 +2,7 @@
 
 One subcommand per view (``fervid visualize gradcam photo.jpg``). They share --model (a
 PyTorch .safetensors model, by default the shipped one), --threads and, where a file is
-written, --overwrite; the work is done by :mod:`fervid.visualize` and :mod:`fervid.insight`.
+written, --overwrite; the work is done by :mod:`fervid.analysis.interpret_figures` and :mod:`fervid.analysis.interpret`.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def _load(args: argparse.Namespace):
     """Torch, then the model (without torch: one line from cli.main, not a traceback)."""
     import torch
 
-    from ..insight import load_insight_model
+    from ..analysis.interpret import load_insight_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -31,7 +31,7 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
 
 
 def _class_list(meta: dict, text: str | None) -> list[int]:
-    from ..insight import class_index
+    from ..analysis.interpret import class_index
 
     return [class_index(meta, c) for c in (text or "").split(",") if c.strip()]
 
@@ -41,17 +41,20 @@ def _detect_flag(args: argparse.Namespace) -> bool | None:
 
 
 def _detector(args: argparse.Namespace):
-    """The face detector recognition would use with these flags (None with --no-detect)."""
-    if args.no_detect:
-        return None
-    from ..detect import FaceDetector
-    from .common import detect_kwargs
+    """The face detector recognition would use with these flags (None with --no-detect); the
+    flags are checked as every recognising command checks them."""
+    from .common import recognizer_settings
 
-    return FaceDetector(args.min_confidence, args.min_face, threads=args.threads or None, **detect_kwargs(args))
+    settings = recognizer_settings(args, threads=args.threads or None)  # --threads: torch's, and the detector's
+    if not settings.detect:
+        return None
+    from ..recognition.detect import FaceDetector
+
+    return FaceDetector(**settings.detector_kwargs())
 
 
 def run_layers(args: argparse.Namespace) -> int:
-    from ..insight import default_map_layers, gradcam_layer, probe_layers
+    from ..analysis.interpret import default_map_layers, gradcam_layer, probe_layers
 
     model, meta, path = _load(args)
     infos = probe_layers(model, int(meta.get("input_size", 48)))
@@ -70,7 +73,7 @@ def run_layers(args: argparse.Namespace) -> int:
 
 
 def run_filters(args: argparse.Namespace) -> int:
-    from ..visualize import filters_figure
+    from ..analysis.interpret_figures import filters_figure
 
     out = Path(args.output)
     _refuse_existing(out, args.overwrite)
@@ -81,20 +84,21 @@ def run_filters(args: argparse.Namespace) -> int:
 
 
 def run_maps(args: argparse.Namespace) -> int:
+    from ..analysis.interpret import face_crops
+    from ..analysis.interpret_figures import maps_figure
     from ..errors import BadInputError
-    from ..insight import face_crops
-    from ..recognize import read_image
-    from ..visualize import maps_figure
+    from ..images import read_image
 
     out = Path(args.output)
     _refuse_existing(out, args.overwrite)
+    detector = _detector(args)  # before the model: a bad flag is one line, at once
     model, meta, _ = _load(args)
     layers = [n.strip() for n in args.layers.split(",") if n.strip()] if args.layers else None
     if layers:  # a typo in a layer name is reported before the photo is searched for faces
-        from ..insight import check_layers, probe_layers
+        from ..analysis.interpret import check_layers, probe_layers
 
         check_layers(probe_layers(model, int(meta.get("input_size", 48))), layers)
-    found = face_crops(read_image(args.image), int(meta.get("input_size", 48)), _detect_flag(args), _detector(args))
+    found = face_crops(read_image(args.image), int(meta.get("input_size", 48)), _detect_flag(args), detector)
     if not len(found.crops):
         raise BadInputError(f"{args.image}: no face found (for an already cropped face use --no-detect)")
     if len(found.crops) < args.face:
@@ -115,18 +119,19 @@ def _cam_out_path(out_dir: Path, name: str, taken: set[Path]) -> Path:
 
 
 def run_gradcam(args: argparse.Namespace) -> int:
-    from ..batch import expand_inputs
+    from ..analysis.interpret import face_crops, probe_layers
+    from ..analysis.interpret_figures import METHOD_NAMES, gradcam_figure
     from ..errors import BadInputError
-    from ..insight import face_crops, probe_layers
-    from ..recognize import read_image
-    from ..visualize import METHOD_NAMES, gradcam_figure
+    from ..images import read_image
+    from ..recognition.image_files import expand_inputs
 
     out_dir = Path(args.out_dir)
+    detector = _detector(args)  # before the model: a bad flag is one line, at once
     model, meta, _ = _load(args)
     targets = _class_list(meta, args.target)
     size = int(meta.get("input_size", 48))
     if args.layer:
-        from ..insight import check_layers
+        from ..analysis.interpret import check_layers
 
         check_layers(probe_layers(model, size), [args.layer])
     expanded = expand_inputs(args.inputs, skip=out_dir)
@@ -136,7 +141,6 @@ def run_gradcam(args: argparse.Namespace) -> int:
     if existing and not args.overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
         raise BadInputError(f"{existing[0]}: already exists{more} (use --overwrite to replace, or another --out-dir)")
-    detector = _detector(args)
     failures = list(expanded.errors)
     for e in expanded.errors:
         print(f"fervid visualize: error: {e}", file=sys.stderr)
@@ -174,9 +178,9 @@ def run_gradcam(args: argparse.Namespace) -> int:
 
 
 def run_gallery(args: argparse.Namespace) -> int:
-    from ..engine import pick_device
-    from ..evaluate import load_eval_faces
-    from ..visualize import gallery_figure
+    from ..analysis.evaluate import load_eval_faces
+    from ..analysis.interpret_figures import gallery_figure
+    from ..training.runtime import pick_device
 
     out = Path(args.output)
     _refuse_existing(out, args.overwrite)
@@ -197,15 +201,8 @@ def _positive(text: str) -> int:
     return v
 
 
-def _probability(text: str) -> float:
-    v = float(text)
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
-    return v
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    from .common import add_detect_flags
+    from .common import add_detector_flags
 
     model = argparse.ArgumentParser(add_help=False)
     model.add_argument("--model", metavar="MODEL",
@@ -219,11 +216,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     faces.add_argument("--no-detect", action="store_true",
                        help="take each image as one already cropped face (default: an image of the model's "
                        "input size, 48x48, is one face; others are searched with the face detector and aligned)")
-    faces.add_argument("--min-confidence", type=_probability, default=0.6, metavar="P",
-                       help="face detector score a face needs, 0..1 (default: 0.6)")
-    faces.add_argument("--min-face", type=int, default=20, metavar="PX",
-                       help="ignore faces smaller than this many pixels (default: 20)")
-    add_detect_flags(faces)
+    add_detector_flags(faces)
 
     p = sub.add_parser("visualize", help="look inside a model: filters, feature maps, Grad-CAM, gallery",
                        description="Pictures of what a model has learnt and where it looks. Needs PyTorch and a "

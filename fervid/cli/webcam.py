@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import argparse
 
+from .common import recognizer_settings
 from .video import add_recognizer_flags, make_recognizer
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..webcam import WindowDisplay, open_camera, run_webcam
+    from ..recognition.camera import WindowDisplay, open_camera, run_webcam
 
-    # The display is checked first: on a headless install there is no point opening the camera.
+    recognizer_settings(args)  # a bad flag is one line before anything opens
+    # The display is checked next: on a headless install there is no point opening the camera.
     display = WindowDisplay()
     try:
         recognizer = make_recognizer(args)

@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from . import register_model
+from .registry import register_model
 
 #: Patch side of the whitening convolution; 2 * side * side filters (each eigenvector and its negative).
 WHITEN_SIDE = 3

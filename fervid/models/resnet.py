@@ -5,7 +5,7 @@ from typing import Sequence
 
 from torch import nn
 
-from . import register_model
+from .registry import register_model
 
 
 class BasicBlock(nn.Module):

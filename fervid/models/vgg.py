@@ -10,7 +10,7 @@ from typing import Sequence
 
 from torch import nn
 
-from . import register_model
+from .registry import register_model
 
 
 def conv_bn(cin: int, cout: int) -> list[nn.Module]:
