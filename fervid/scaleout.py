@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .batch import IMAGE_SUFFIXES, TableWriter, error_row, expand_inputs, face_rows, probability_column
-from .errors import BadInputError
+from .errors import BadInputError, FervidError
 
 #: Files given as inputs that are lists of image paths rather than images.
 LIST_SUFFIXES = {".txt", ".lst", ".parquet"}
@@ -54,7 +54,18 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: 
             kw["num_cpus"] = num_cpus
         else:
             kw["address"] = address
-        ray.init(**kw)
+        try:
+            ray.init(**kw)
+        except ConnectionError as e:
+            raise FervidError(f"cannot connect to the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
+        except Exception as e:  # noqa: BLE001  Ray raises plain Exception when its node does not start
+            ray.shutdown()
+            if kw.get("address"):
+                raise
+            # Ray's raylet gives its agents a fixed 15 s to start (ray-project/ray#65983): too little on a
+            # machine busy with other work. A Ray started beforehand has no such problem.
+            raise FervidError(f"Ray could not start on this machine ({str(e).splitlines()[0]}); start it once "
+                              "with `ray start --head` and pass --ray auto") from None
     return ray
 
 
