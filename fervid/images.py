@@ -102,7 +102,16 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, max_bytes:
     """
 
     p = Path(path)
-    data = read_input(p, max_bytes, "an image", flag, check_head=image_head_problem)
+    return decode_image(read_input(p, max_bytes, "an image", flag, check_head=image_head_problem), p, max_pixels)
+
+
+def decode_image(data: bytes, name: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """The checks and decoding of :func:`read_image` for bytes already read (from object storage,
+    a Ray dataset's ``bytes`` column); ``name`` is what error messages call the image."""
+    p = name
+    problem = image_head_problem(data[:64]) if data else None
+    if problem:
+        raise BadInputError(f"{p}: {problem}")
     if not data:
         raise BadInputError(f"{p}: empty file (0 bytes)")
     if looks_truncated(data):

@@ -40,6 +40,8 @@ OPTIONAL_DEPENDENCIES = {
     "uvicorn": ("uvicorn", "pip install -e '.[serve]'"),
     "multipart": ("python-multipart", "pip install -e '.[serve]'"),
     "PIL": ("Pillow", "pip install -e '.[serve]'"),
+    "ray": ("Ray", "pip install -e '.[ray]'"),
+    "pyarrow": ("pyarrow", "pip install -e '.[ray]'"),
 }
 
 

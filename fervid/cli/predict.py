@@ -19,6 +19,10 @@ def _positive_mb(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ray is not None:  # the same recognition on a Ray cluster (fervid/recognition/scaleout.py)
+        from ..recognition.scaleout import run_cli
+
+        return run_cli(args)
     import cv2
     from tqdm import tqdm
 
@@ -106,4 +110,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-annotate", action="store_true", help="write the table only, no annotated images")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("-q", "--quiet", action="store_true", help="no line per image (errors and summary only)")
+    add_ray_flags(p, "image", "the table is written as Parquet and CSV (or JSONL) shards under --out-dir, "
+                  "with no annotated images")
+    p.add_argument("--batch-size", type=int, default=16, metavar="N",
+                   help="with --ray: images per batch sent to a worker (default: 16)")
     p.set_defaults(func=run)
+
+
+def add_ray_flags(p: argparse.ArgumentParser, unit: str, writes: str) -> None:
+    """--ray [ADDRESS], --workers, --cpus-per-worker (``fervid predict`` and ``fervid video``)."""
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help=f"run on Ray (pip install 'fervid[ray]'): on the cluster at ADDRESS (ray://host:10001, "
+                   f"host:6379, auto), or without one on Ray started on this machine; every {unit} path must be "
+                   f"readable by every node and fervid installed on each; {writes}")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="with --ray: Ray workers (default: the cluster's CPUs / --cpus-per-worker)")
+    p.add_argument("--cpus-per-worker", type=float, default=1, metavar="N",
+                   help="with --ray: CPUs each worker reserves and uses as ONNX Runtime threads (default: 1)")

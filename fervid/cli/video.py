@@ -42,6 +42,16 @@ def run(args: argparse.Namespace) -> int:
     from ..recognition.video import process_video
 
     recognizer_settings(args)  # first: a bad flag is one line before any work
+    if args.ray is not None:  # many videos on a Ray cluster, one task each (fervid/recognition/scaleout_video.py)
+        from ..recognition.scaleout_video import run_cli
+
+        return run_cli(args)
+    if len(args.inputs) > 1:
+        from ..errors import BadInputError
+
+        raise BadInputError(f"{len(args.inputs)} videos given: one at a time, or all of them with --ray")
+    args.input = args.inputs[0]
+
     video, csv, timeline = default_outputs(args)
     recognizer = make_recognizer(args)
     summary = process_video(recognizer, args.input, video, csv_path=csv, timeline_dir=timeline,
@@ -67,7 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "per analysed frame (frame, time, face id, box, every class probability, smoothed "
                        "emotion) and a PNG per tracked face with its emotions over time. Frames stream one "
                        "at a time, so long videos use constant memory; outputs appear only when complete.")
-    p.add_argument("input", metavar="IN", help="input video file (anything OpenCV/FFmpeg decodes: mp4, avi, mkv...)")
+    p.add_argument("inputs", nargs="+", metavar="IN",
+                   help="input video file (anything OpenCV/FFmpeg decodes: mp4, avi, mkv...); several with --ray")
     p.add_argument("-o", "--output", metavar="OUT.mp4",
                    help="annotated video (.mp4 via mp4v, .avi via MJPG, .mkv, .mov); other outputs are named "
                    "after it (default: IN_NAME.fervid.mp4 in the current folder)")
@@ -81,4 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--timings", action="store_true",
                    help="also print where the time went (decode, detect, classify, track, draw, encode)")
+    from .predict import add_ray_flags
+
+    add_ray_flags(p, "video", "one task per video, its outputs written under --out-dir as fervid video names them")
+    p.add_argument("--out-dir", metavar="DIR", help="with --ray: the folder every video's outputs go to, named "
+                   "after it (default: fervid-out)")
     p.set_defaults(func=run)
