@@ -34,6 +34,27 @@ META_KEY = "fervid"
 TORCH_FILES = ("best.safetensors", "model.safetensors", "last.safetensors")
 RUN_FILES = ("model.onnx", "best.onnx") + TORCH_FILES
 
+#: Where the shipped models live, inside the package.
+ASSETS = Path(__file__).resolve().parent / "assets"
+#: The models shipped in the package, by the name ``--model NAME`` / ``Recognizer(NAME)`` takes:
+#: (the ONNX graph recognition runs, the weights PyTorch loads, what it is). ``fer2013`` is the default.
+SHIPPED_MODELS: dict[str, tuple[str, str, str]] = {
+    "fer2013": ("model.onnx", "model.safetensors", "FER-2013's labels, 7 classes (the default)"),
+    "ferplus": ("ferplus.onnx", "ferplus.safetensors", "FER+ vote distributions, 8 classes with contempt"),
+}
+
+
+def shipped_path(name: str, torch_only: bool = False) -> Path | None:
+    """The file of the shipped model called ``name`` (None: no such name, or a file or folder of that
+    name exists here, which wins); ModelFileError when the name is known but its file is missing."""
+    if name not in SHIPPED_MODELS or Path(name).exists():
+        return None
+    onnx, weights, _ = SHIPPED_MODELS[name]
+    p = ASSETS / (weights if torch_only else onnx)
+    if not p.is_file():
+        raise ModelFileError(f"shipped model {name!r}: {p} is not installed with this fervid")
+    return p
+
 
 def make_meta(arch: str, classes: list[str] | tuple[str, ...], **extra: Any) -> dict[str, Any]:
     """The metadata of a new model: its architecture, classes and the input it expects."""
@@ -55,8 +76,12 @@ def resolve(path: str | os.PathLike, torch_only: bool = False) -> Path:
 
     ``torch_only`` looks in a folder for PyTorch weights only (training, evaluation of the
     network itself); otherwise an export is preferred, as recognition runs it without PyTorch.
-    A path that is no regular file (a FIFO, a device) is refused without being opened.
+    A path that is no regular file (a FIFO, a device) is refused without being opened. A shipped
+    model's name (``fer2013``, ``ferplus``: :data:`SHIPPED_MODELS`) stands for its file in the package.
     """
+    named = shipped_path(str(path), torch_only)
+    if named is not None:
+        return named
     p = Path(path).expanduser()
     if p.is_dir():
         for name in TORCH_FILES if torch_only else RUN_FILES:

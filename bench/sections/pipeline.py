@@ -103,7 +103,7 @@ def opencv_detector(threads: int, detect_size: int):
         return None
 
     class OpenCVYuNet(FaceDetector):
-        def _run(self, bgr):
+        def _run(self, bgr, threshold=None):  # threshold: the face check's gray look asks for a lower one
             size = (bgr.shape[1], bgr.shape[0])
             if getattr(self, "_cv", None) is None:
                 level = cv2.utils.logging.getLogLevel()
@@ -112,6 +112,7 @@ def opencv_detector(threads: int, detect_size: int):
                                                      NMS_THRESHOLD, TOP_K)
                 cv2.utils.logging.setLogLevel(level)
             self._cv.setInputSize(size)
+            self._cv.setScoreThreshold(self.min_confidence if threshold is None else threshold)
             _, faces = self._cv.detect(bgr)
             return faces if faces is not None else np.zeros((0, 15), np.float32)
 

@@ -17,6 +17,7 @@ import numpy as np
 COLORS: dict[str, tuple[int, int, int]] = {
     "angry": (40, 40, 220), "disgust": (40, 140, 40), "fear": (160, 60, 160), "happy": (0, 200, 240),
     "sad": (200, 110, 30), "surprise": (0, 140, 255), "neutral": (180, 180, 180),
+    "contempt": (120, 60, 0),  # FER+'s eighth class (the ferplus model)
 }
 #: Faces at least this wide (pixels) get per-class probability bars.
 BARS_MIN_FACE = 120
