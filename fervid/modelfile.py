@@ -66,6 +66,14 @@ def make_meta(arch: str, classes: list[str] | tuple[str, ...], **extra: Any) -> 
     return meta
 
 
+def portable_reference(model: str | os.PathLike | None) -> str | None:
+    """``model`` as another process with another working directory (a service worker, a Ray
+    actor) must be told it: a path made absolute, a shipped model's name left a name."""
+    if model is None:
+        return None
+    return str(model) if shipped_path(str(model)) is not None else os.path.abspath(model)
+
+
 def split_model_list(spec: str) -> list[str]:
     """``a.safetensors,b.onnx`` -> its paths (an ensemble, or teachers); one path is a one-member list."""
     return [p.strip() for p in str(spec).split(",") if p.strip()]

@@ -79,10 +79,9 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise BadInputError(f"--workers must be >= 1, got {args.workers}")
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
-    # workers may not share our cwd; a shipped model's name (ferplus) stays a name
-    from ..modelfile import shipped_path
+    from ..modelfile import portable_reference
 
-    model = (args.model if shipped_path(args.model) else os.path.abspath(args.model)) if args.model else None
+    model = portable_reference(args.model or None)  # workers may not share our cwd
     config = serve_config.ServeConfig(
         model=model, max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
         max_batch_files=args.max_batch_files, max_batch_mb=args.max_batch_mb, max_video_mb=args.max_video_mb,

@@ -30,7 +30,7 @@ from typing import Any
 
 from .image_files import TableWriter, error_row, face_rows
 from ..errors import BadInputError, FervidError
-from ..modelfile import shipped_path
+from ..modelfile import portable_reference
 from .scaleout_io import (InputList, _fs_and_path, _is_uri, list_images, read_path_list, rows_to_table,  # noqa: F401
                           table_schema, table_to_rows)
 
@@ -298,8 +298,8 @@ def predict(inputs: list[str], out_dir: str | os.PathLike, *, address: str | Non
     from .recognize import Recognizer
 
     out = str(out_dir) if _is_uri(str(out_dir)) else os.path.abspath(out_dir)  # workers have their own cwd
-    if model is not None and not _is_uri(str(model)) and shipped_path(str(model)) is None:
-        model = os.path.abspath(model)
+    if model is not None and not _is_uri(str(model)):
+        model = portable_reference(model)
     if not _is_uri(out):
         check_output(out, folder=True)
         existing = [Path(out) / sub for sub in ("parquet", fmt) if (Path(out) / sub).exists()

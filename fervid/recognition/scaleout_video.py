@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInputError
-from ..modelfile import shipped_path
+from ..modelfile import portable_reference
 
 
 def _video_task(source: str, name: str, model: str | None, recognizer_kwargs: dict[str, Any], every: int,
@@ -90,8 +90,7 @@ def process_videos(inputs: list[str], out_dir: str | os.PathLike, *, address: st
     check_smoothing(smoothing)
     out = Path(out_dir)
     check_output(out, folder=True)
-    if model is not None and shipped_path(str(model)) is None:  # a shipped model's name stays a name
-        model = os.path.abspath(model)
+    model = portable_reference(model)
     Recognizer(model, threads=1, **recognizer_kwargs)  # a bad model or option fails here, once
     names = output_names(inputs)
     if not overwrite:
