@@ -33,10 +33,9 @@ import torch
 from ..classes import FER_CLASSES, FERPLUS_CLASSES, ClassSet
 from ..errors import BadInputError, ModelFileError
 from ..files import atomic_path
-from ..models import create_model, train_whitening
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .engine import RUN_FILES
+from .engine import RUN_FILES, new_model
 from .optim import make_optimizer
 from .weight_averaging import make_ema
 
@@ -110,10 +109,7 @@ def unpack(src: str | os.PathLike, run_dir: str | os.PathLike) -> dict[str, Any]
     for universe in (FER_CLASSES, FERPLUS_CLASSES):
         try:
             n_classes = len(ClassSet.parse(cfg.classes, cfg.merge, universe).classes)
-            candidate = create_model(cfg.model, num_classes=n_classes,
-                                     **({"dropout": cfg.dropout} if cfg.dropout >= 0 else {}))
-            if not cfg.whiten:  # trained, not frozen: the optimizer must hold it as the engine's did
-                train_whitening(candidate)
+            candidate = new_model(cfg, n_classes)
         except (BadInputError, ValueError) as e:
             raise ModelFileError(f"{src}: carried config cannot be used: {e}") from None
         reference = candidate.state_dict()

@@ -147,19 +147,26 @@ class _Net:
     mflops: float
 
 
+def new_model(cfg: TrainConfig, n_classes: int) -> nn.Module:
+    """The untrained network a run's config describes, as the engine trains it: the one place a
+    config becomes a model, so ``carry`` rebuilds exactly the parameter set a run resumes into."""
+    # Dropout changes no weight shape, so a saved model loads with its architecture's default.
+    arch_kwargs = {"dropout": cfg.dropout} if cfg.dropout >= 0 else {}
+    try:
+        model = create_model(cfg.model, num_classes=n_classes, **arch_kwargs)
+    except ValueError as e:  # e.g. a dropout the architecture scales past 1 (baseline doubles it)
+        raise BadInputError(f"--dropout {cfg.dropout} does not fit {cfg.model}: {e}") from None
+    if not cfg.whiten:  # trained, not frozen: re-initialised, and held by the optimizer
+        train_whitening(model)
+    return model
+
+
 def _build(cfg: TrainConfig, classes: list[str], images: torch.Tensor, device: torch.device,
            saved: dict[str, Any] | None, state_path: Path, ddp: bool) -> _Net:
     """The model (from its seed, ``--init`` or whitened from the faces), teachers, optimizer and
     weight averages, with a resumed run's state loaded into them."""
     torch.manual_seed(cfg.seed)
-    # Dropout changes no weight shape, so a saved model loads with its architecture's default.
-    arch_kwargs = {"dropout": cfg.dropout} if cfg.dropout >= 0 else {}
-    try:
-        model = create_model(cfg.model, num_classes=len(classes), **arch_kwargs)
-    except ValueError as e:  # e.g. a dropout the architecture scales past 1 (baseline doubles it)
-        raise BadInputError(f"--dropout {cfg.dropout} does not fit {cfg.model}: {e}") from None
-    if not cfg.whiten:  # before any weights are loaded: this re-initialises the layer
-        train_whitening(model)
+    model = new_model(cfg, len(classes))
     if cfg.init and saved is None:
         init_model, init_meta = ckpt.load_model(cfg.init)
         if init_meta["arch"] != cfg.model or list(init_meta["classes"]) != classes:
